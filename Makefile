@@ -1,0 +1,31 @@
+# The two commands: `make run` (train the default ensemble if missing, then show it)
+# and `make test` (lint, types, the whole test suite). Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 is the CPU build on machines that carry it; elsewhere pick the build you want.
+TORCH ?= torch==2.13.0
+# onnxruntime flavour: gpu (onnxruntime-gpu; also runs on CPU-only Linux x86-64) or cpu.
+ORT ?= $(shell $(PYTHON) -c "import platform, sys; print('gpu' if sys.platform == 'linux' and platform.machine() == 'x86_64' else 'cpu')")
+REPOSITORY ?= models
+
+.PHONY: setup run test lint
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev,$(ORT)]"
+	touch $@
+
+run: setup
+	$(BIN)/python -m trainer --dataset digits --repository $(REPOSITORY) --skip-if-exists
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest

@@ -1,0 +1,194 @@
+"""The model repository contract: `models/<name>/manifest.json` and its snapshots.
+
+The trainer writes this schema and every reader (server, batch scorer) validates
+against it. A reader trusts only what the manifest lists, and only files whose
+sha256 matches, so a half-written or tampered snapshot is never served.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from server.atomic import atomic_write_bytes, sha256_file
+
+FORMAT_VERSION: Literal[1] = 1
+MANIFEST_FILE = "manifest.json"
+SNAPSHOT_DIR = "snapshots"
+
+
+class ManifestError(Exception):
+    """A model folder whose manifest or snapshot files cannot be trusted."""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """What a client sends. Normalisation is inside the ONNX graph, so clients send raw pixels."""
+
+    name: str
+    shape: list[int] = Field(description="NCHW with -1 for the batch axis, e.g. [-1, 3, 32, 32]")
+    dtype: Literal["float32"] = "float32"
+    layout: Literal["NCHW"] = "NCHW"
+    pixel_range: tuple[float, float] = Field(
+        description="value of black and of white in what the client sends, e.g. [0, 255]"
+    )
+    color_mode: Literal["L", "RGB"] = Field(description="channels: L = 1 (grey), RGB = 3")
+    resize: Literal["bilinear"] = "bilinear"
+
+    @field_validator("shape")
+    @classmethod
+    def _nchw(cls, shape: list[int]) -> list[int]:
+        if len(shape) != 4 or shape[0] != -1 or any(d <= 0 for d in shape[1:]):
+            raise ValueError(f"expected [-1, C, H, W] with positive C, H, W, got {shape}")
+        return shape
+
+    @model_validator(mode="after")
+    def _channels_match_mode(self) -> InputSpec:
+        expected = 1 if self.color_mode == "L" else 3
+        if self.shape[1] != expected:
+            raise ValueError(f"color_mode {self.color_mode} needs {expected} channels")
+        if not self.pixel_range[0] < self.pixel_range[1]:
+            raise ValueError(f"pixel_range must be increasing, got {self.pixel_range}")
+        return self
+
+    @property
+    def channels(self) -> int:
+        return self.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.shape[2]
+
+    @property
+    def width(self) -> int:
+        return self.shape[3]
+
+
+class OutputSpec(_Strict):
+    name: str
+    kind: Literal["logits"] = "logits"
+    shape: list[int]
+
+
+class SnapshotEntry(_Strict):
+    file: str = Field(description="path relative to the model folder, e.g. snapshots/001.onnx")
+    sha256: str
+    bytes: int
+    cycle: int = Field(ge=1)
+    epoch: float = Field(ge=0, description="epochs completed when the snapshot was taken")
+    step: int = Field(ge=1, description="optimizer steps completed when the snapshot was taken")
+    lr: float = Field(description="learning rate of the snapshot's last iteration")
+    val_accuracy: float
+    val_nll: float
+    export_max_abs_diff: float = Field(
+        description="max |softmax(onnxruntime) - softmax(torch)| on a validation batch"
+    )
+    created_at: str
+
+    @field_validator("file")
+    @classmethod
+    def _inside_model_folder(cls, file: str) -> str:
+        parts = PurePosixPath(file).parts
+        if file.startswith("/") or ".." in parts or not file.endswith(".onnx"):
+            raise ValueError(
+                f"snapshot file must be a relative .onnx path inside the folder: {file}"
+            )
+        return file
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, digest: str) -> str:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError("sha256 must be 64 lowercase hex digits")
+        return digest
+
+
+class Manifest(_Strict):
+    format_version: Literal[1] = FORMAT_VERSION
+    name: str
+    created_at: str
+    updated_at: str
+    state: Literal["training", "complete"] = Field(
+        description="training: more snapshots may follow; complete: the run has finished"
+    )
+    input: InputSpec
+    output: OutputSpec
+    classes: list[str] = Field(min_length=2)
+    default_m: int = Field(ge=1, description="how many of the last snapshots to serve by default")
+    snapshots: list[SnapshotEntry]
+    training: dict[str, Any] = Field(
+        description="dataset, architecture, schedule and its parameters, budget, seed"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.output.shape != [-1, len(self.classes)]:
+            raise ValueError(
+                f"output shape {self.output.shape} does not match {len(self.classes)} classes"
+            )
+        cycles = [s.cycle for s in self.snapshots]
+        if cycles != sorted(set(cycles)):
+            raise ValueError("snapshots must be in training order with distinct cycles")
+        if len({s.file for s in self.snapshots}) != len(self.snapshots):
+            raise ValueError("two snapshots name the same file")
+        return self
+
+    def last(self, m: int) -> list[SnapshotEntry]:
+        """The m most recent snapshots, in training order."""
+        if not 1 <= m <= len(self.snapshots):
+            raise ManifestError(
+                f"model {self.name!r} has {len(self.snapshots)} snapshots; "
+                f"m must be 1..{len(self.snapshots)}, got {m}"
+            )
+        return self.snapshots[-m:]
+
+
+def snapshot_file_name(cycle: int) -> str:
+    return f"{SNAPSHOT_DIR}/{cycle:03d}.onnx"
+
+
+def read_manifest(model_dir: Path) -> Manifest:
+    path = Path(model_dir) / MANIFEST_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(
+            f"{path}: no manifest (expected a folder written by the trainer)"
+        ) from None
+    try:
+        return Manifest.model_validate(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "manifest"
+        raise ManifestError(f"{path}: {where}: {first['msg']}") from None
+
+
+def write_manifest(model_dir: Path, manifest: Manifest) -> None:
+    data = manifest.model_dump_json(indent=2).encode() + b"\n"
+    atomic_write_bytes(Path(model_dir) / MANIFEST_FILE, data)
+
+
+def verified_snapshot_path(model_dir: Path, entry: SnapshotEntry) -> Path:
+    """The snapshot's path, after checking it exists and its sha256 matches the manifest."""
+    path = Path(model_dir) / entry.file
+    if not path.is_file():
+        raise ManifestError(f"{path}: listed in the manifest but missing")
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise ManifestError(
+            f"{path}: sha256 {digest[:12]}… does not match the manifest's {entry.sha256[:12]}…"
+        )
+    return path

@@ -1,0 +1,60 @@
+"""A human-readable summary of a model folder: its manifest and, if present, its report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from server.manifest import Manifest
+
+
+def summarize(model_dir: Path, manifest: Manifest) -> RenderableType:
+    training = manifest.training
+    schedule = training.get("schedule", {})
+    budget = training.get("budget", {})
+    head = Text.assemble(
+        (f"{manifest.name}", "bold"),
+        f"  {model_dir}  [{manifest.state}]\n",
+        f"{training.get('architecture', '?')} on {training.get('dataset', {}).get('source', '?')}, "
+        f"{schedule.get('name', '?')} schedule, {budget.get('epochs', '?')} epochs, "
+        f"{len(manifest.classes)} classes, input {manifest.input.shape} {manifest.input.dtype} "
+        f"in {list(manifest.input.pixel_range)}",
+    )
+    table = Table(
+        "cycle",
+        "epoch",
+        "step",
+        "lr",
+        "val error",
+        "val NLL",
+        "ONNX |Δp|",
+        title="snapshots",
+        title_justify="left",
+    )
+    for s in manifest.snapshots:
+        table.add_row(
+            str(s.cycle),
+            f"{s.epoch:g}",
+            str(s.step),
+            f"{s.lr:.3g}",
+            f"{1 - s.val_accuracy:.4f}",
+            f"{s.val_nll:.4f}",
+            f"{s.export_max_abs_diff:.1e}",
+        )
+    parts: list[RenderableType] = [head, table]
+    report_path = model_dir / "report.json"
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        if "ensemble" in report:
+            ens, best = report["ensemble"], report["best_single"]
+            parts.append(
+                Text(
+                    f"ensemble of {ens['m']}: val error {ens['error']:.4f}, NLL {ens['nll']:.4f}; "
+                    f"best single snapshot (cycle {best['cycle']}): val error {best['error']:.4f}"
+                )
+            )
+    return Group(*parts)

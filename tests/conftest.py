@@ -1,0 +1,65 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CIFAR_ZIP = SHARED / "data" / "cifar10" / "train.zip"
+
+
+def run_trainer_process(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python -m trainer ARGS` in a fresh interpreter, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits ensemble of 5 snapshots trained once for the session: the model folder."""
+    from trainer.cli import main
+
+    repo = tmp_path_factory.mktemp("repo")
+    code = main(
+        [
+            "--dataset",
+            "digits",
+            "--epochs",
+            "10",
+            "--cycles",
+            "5",
+            "--repository",
+            str(repo),
+            "--name",
+            "digits",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return repo / "digits"
+
+
+@pytest.fixture
+def train_cli(tmp_path: Path) -> Callable[..., tuple[int, Path]]:
+    """Run the trainer in-process with a fresh repository; returns (exit code, repository)."""
+    from trainer.cli import main
+
+    def run(*args: str) -> tuple[int, Path]:
+        repo = tmp_path / "repo"
+        return main(["--repository", str(repo), "--quiet", *args]), repo
+
+    return run

@@ -1,0 +1,65 @@
+"""The manifest schema: what a reader accepts and what it refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.manifest import ManifestError, read_manifest
+
+
+def _valid(trained_digits: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((trained_digits / "manifest.json").read_text())
+    return data
+
+
+def test_trained_manifest_has_the_fields_design_names(trained_digits: Path) -> None:
+    m = read_manifest(trained_digits)
+    assert m.format_version == 1 and m.name == "digits" and m.created_at
+    assert (
+        m.input.shape == [-1, 1, 8, 8] and m.input.dtype == "float32" and m.input.layout == "NCHW"
+    )
+    assert m.input.pixel_range == (0.0, 16.0)
+    assert m.output.kind == "logits" and m.output.shape == [-1, 10]
+    assert len(m.classes) == 10
+    s = m.snapshots[0]
+    assert {s.file, s.sha256, s.cycle, s.epoch, s.step, s.lr, s.val_accuracy, s.val_nll}
+    for key in ("dataset", "architecture", "schedule", "budget", "seed"):
+        assert key in m.training
+    assert [e.cycle for e in m.last(2)] == [4, 5]
+    with pytest.raises(ManifestError, match=r"m must be 1\.\.5"):
+        m.last(6)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["snapshots"][0].update(file="../../etc/passwd.onnx"), "inside the folder"),
+        (lambda d: d["snapshots"][0].update(file="/abs.onnx"), "inside the folder"),
+        (lambda d: d["snapshots"][0].update(sha256="abc"), "64 lowercase hex"),
+        (lambda d: d.update(classes=["a", "b"]), "does not match 2 classes"),
+        (lambda d: d["snapshots"].reverse(), "training order"),
+        (lambda d: d.update(format_version=2), "format_version"),
+        (lambda d: d["input"].update(shape=[1, 8, 8]), "-1, C, H, W"),
+        (lambda d: d.update(extra_field=1), "extra_field"),
+    ],
+)
+def test_untrustworthy_manifests_are_refused(
+    trained_digits: Path, tmp_path: Path, mutate: Any, message: str
+) -> None:
+    data = _valid(trained_digits)
+    mutate(data)
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(tmp_path)
+
+
+def test_missing_and_malformed_manifests(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="no manifest"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        read_manifest(tmp_path)

@@ -1,0 +1,315 @@
+"""`python -m trainer` end to end: snapshots, the repository it writes, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from server.atomic import sha256_file
+from server.manifest import read_manifest, verified_snapshot_path
+from tests.conftest import run_trainer_process
+
+TrainCli = Callable[..., tuple[int, Path]]
+
+
+def test_default_digits_run_writes_five_verified_snapshots(tmp_path: Path) -> None:
+    """The issue's acceptance run: snapshot schedule, 5 cycles, on the embedded digits."""
+    result = run_trainer_process(
+        "--dataset",
+        "digits",
+        "--schedule",
+        "snapshot",
+        "--cycles",
+        "5",
+        "--repository",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "digits"
+    manifest = read_manifest(folder)
+    assert manifest.state == "complete" and len(manifest.snapshots) == 5
+    assert manifest.default_m == 5
+    budget = manifest.training["budget"]
+    # Exactly one snapshot per cycle, at the cycle's last iteration.
+    cycle = budget["iterations"] // 5
+    assert [s.step for s in manifest.snapshots] == [cycle * i for i in range(1, 6)]
+    assert [s.cycle for s in manifest.snapshots] == [1, 2, 3, 4, 5]
+    for entry in manifest.snapshots:
+        verified_snapshot_path(folder, entry)
+        assert entry.export_max_abs_diff <= 1e-4
+        assert entry.lr < 1e-3 * 0.1  # taken at the bottom of the cosine
+    report = json.loads((folder / "report.json").read_text())
+    assert report["ensemble"]["m"] == 5
+    assert report["ensemble"]["error"] <= report["best_single"]["error"]
+    assert report["ensemble"]["at_least_as_good_as_best_single"] is True
+    assert [row["k"] for row in report["ensemble_of_last"]] == [1, 2, 3, 4, 5]
+    assert len(report["pairwise_disagreement"]["matrix"]) == 5
+    for plot in ("learning_rate.png", "ensemble_size.png", "disagreement.png"):
+        assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ensemble of 5" in result.stdout  # the summary
+
+
+def test_report_lr_curve_marks_every_snapshot(trained_digits: Path) -> None:
+    report = json.loads((trained_digits / "report.json").read_text())
+    curve = report["learning_rate"]
+    manifest = read_manifest(trained_digits)
+    assert curve["snapshot_steps"] == [s.step for s in manifest.snapshots]
+    lookup = dict(zip(curve["step"], curve["lr"], strict=True))
+    for snap in manifest.snapshots:
+        assert lookup[float(snap.step)] == pytest.approx(snap.lr)
+    assert len(report["epochs"]) == 10
+
+
+@pytest.mark.parametrize("schedule", ["step", "plateau"])
+def test_nocycle_baselines_snapshot_at_evenly_spaced_epochs(
+    train_cli: TrainCli, schedule: str
+) -> None:
+    code, repo = train_cli(
+        "--schedule", schedule, "--epochs", "8", "--cycles", "4", "--name", schedule
+    )
+    assert code == 0
+    manifest = read_manifest(repo / schedule)
+    ipe = manifest.training["budget"]["iterations_per_epoch"]
+    assert [s.epoch for s in manifest.snapshots] == [2, 4, 6, 8]
+    assert [s.step for s in manifest.snapshots] == [2 * ipe, 4 * ipe, 6 * ipe, 8 * ipe]
+
+
+def test_sgdr_snapshots_at_each_restart(train_cli: TrainCli) -> None:
+    code, repo = train_cli(
+        "--schedule", "sgdr", "--epochs", "7", "--t0", "1", "--t-mult", "2", "--name", "s"
+    )
+    assert code == 0
+    manifest = read_manifest(repo / "s")
+    assert [s.epoch for s in manifest.snapshots] == [1, 3, 7]
+    assert manifest.training["schedule"] == {
+        "name": "sgdr",
+        "lr": 0.1,
+        "cycles": 3,
+        "warmup_epochs": 0,
+        "lr_min": 0.0,
+        "t0_epochs": 1,
+        "t_mult": 2,
+    }
+
+
+def test_lipschitz_single_model_trains_with_its_own_rate(train_cli: TrainCli) -> None:
+    code, repo = train_cli(
+        "--schedule",
+        "lipschitz",
+        "--arch",
+        "resnet8",
+        "--epochs",
+        "3",
+        "--cycles",
+        "1",
+        "--name",
+        "lip",
+    )
+    assert code == 0
+    manifest = read_manifest(repo / "lip")
+    assert len(manifest.snapshots) == 1
+    assert manifest.training["optimizer"]["momentum"] == 0.0
+    report = json.loads((repo / "lip" / "report.json").read_text())
+    rates = [epoch["lr"] for epoch in report["epochs"]]
+    assert len(set(rates)) == 3 and all(r > 0.5 for r in rates)  # recomputed each epoch, 1/K-sized
+
+
+def test_divergence_is_a_clear_error(
+    train_cli: TrainCli, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = train_cli(
+        "--schedule", "lipschitz", "--arch", "mlp", "--epochs", "6", "--cycles", "1"
+    )
+    assert code == 2
+    assert "the Lipschitz rate diverged in epoch" in capsys.readouterr().err
+
+
+def test_imagefolder_zip_and_npz_datasets_train(train_cli: TrainCli, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    archive = tmp_path / "shapes.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for label, base in (("dark", 40), ("light", 200)):
+            for i in range(40):
+                pixels = np.clip(base + rng.normal(0, 30, (16, 16, 3)), 0, 255).astype(np.uint8)
+                buffer = io.BytesIO()
+                Image.fromarray(pixels).save(buffer, format="JPEG")
+                zf.writestr(f"{label}/{i:04d}.jpg", buffer.getvalue())
+    code, repo = train_cli(
+        "--dataset",
+        "imagefolder",
+        "--data",
+        str(archive),
+        "--arch",
+        "resnet8",
+        "--epochs",
+        "2",
+        "--cycles",
+        "2",
+        "--batch-size",
+        "16",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    assert code == 0
+    manifest = read_manifest(repo / "shapes")
+    assert manifest.classes == ["dark", "light"]
+    assert manifest.input.shape == [-1, 3, 16, 16] and manifest.input.pixel_range == (0, 255)
+    assert manifest.training["dataset"]["augment"] == "crop-flip"
+
+    npz = tmp_path / "arr.npz"
+    np.savez(
+        npz,
+        x=rng.random((120, 6, 6)).astype(np.float32),
+        y=np.repeat([0, 1, 2], 40),
+        classes=np.array(["a", "b", "c"]),
+    )
+    code, repo = train_cli("--dataset", "npz", "--data", str(npz), "--epochs", "2", "--cycles", "2")
+    assert code == 0
+    assert read_manifest(repo / "arr").classes == ["a", "b", "c"]
+
+
+def test_config_file_with_flags_overriding(train_cli: TrainCli, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('schedule = "step"\nepochs = 4\ncycles = 2\nname = "fromfile"\nlr = 0.05\n')
+    code, repo = train_cli("--config", str(config), "--epochs", "2")
+    assert code == 0
+    manifest = read_manifest(repo / "fromfile")
+    assert manifest.training["schedule"]["name"] == "step"
+    assert manifest.training["schedule"]["lr"] == 0.05
+    assert manifest.training["budget"]["epochs"] == 2
+
+
+def _zip(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]], str]] = [
+    (
+        "missing dataset path",
+        lambda d: ["--dataset", "imagefolder", "--data", str(d / "nope")],
+        "no such file or folder",
+    ),
+    (
+        "zip without class folders",
+        lambda d: [
+            "--dataset",
+            "imagefolder",
+            "--data",
+            str(_zip(d / "flat.zip", {"a.png": _png()})),
+        ],
+        "no class folders",
+    ),
+    (
+        "unreadable image",
+        lambda d: [
+            "--dataset",
+            "imagefolder",
+            "--data",
+            str(_zip(d / "bad.zip", {"a/1.png": _png(), "b/2.png": b"garbage"})),
+        ],
+        "cannot read image b/2.png",
+    ),
+    (
+        "one class",
+        lambda d: [
+            "--dataset",
+            "imagefolder",
+            "--data",
+            str(_zip(d / "one.zip", {"a/1.png": _png(), "a/2.png": _png()})),
+        ],
+        "at least two",
+    ),
+    (
+        "M above iterations",
+        lambda d: ["--epochs", "1", "--cycles", "500"],
+        "larger than the number of training iterations",
+    ),
+    ("T_mult below 1", lambda d: ["--schedule", "sgdr", "--t-mult", "0.5"], "T_mult must be >= 1"),
+    ("zero learning rate", lambda d: ["--lr", "0"], "--lr: the learning rate must be positive"),
+    (
+        "negative learning rate",
+        lambda d: ["--lr", "-0.1"],
+        "--lr: the learning rate must be positive",
+    ),
+    ("unknown architecture", lambda d: ["--arch", "vgg"], "--arch vgg: unknown architecture"),
+    ("resume without a run", lambda d: ["--resume"], "has no checkpoint to resume from"),
+    ("missing config file", lambda d: ["--config", str(d / "none.toml")], "no such file"),
+]
+
+
+@pytest.mark.parametrize(("case", "args", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_clear_line_and_writes_nothing(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    args: Callable[[Path], list[str]],
+    message: str,
+) -> None:
+    from trainer.cli import main
+
+    repo = tmp_path / "repo"
+    code = main(
+        ["--repository", str(repo), "--quiet", "--cache-dir", str(tmp_path / "c"), *args(tmp_path)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, case
+    assert message in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not repo.exists() or not any(repo.iterdir())  # never a half-written repository
+
+
+def test_bad_input_from_the_real_entry_point_has_no_traceback(tmp_path: Path) -> None:
+    result = run_trainer_process(
+        "--repository", str(tmp_path), "--dataset", "npz", "--data", str(tmp_path / "x.npz")
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --data {tmp_path / 'x.npz'}: no such file"
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_existing_folder_is_refused_unless_overwrite_or_skip(
+    trained_digits: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trainer.cli import main
+
+    before = {p: sha256_file(p) for p in trained_digits.rglob("*.onnx")}
+    repo = str(trained_digits.parent)
+    assert main(["--repository", repo, "--name", "digits", "--quiet"]) == 2
+    assert (
+        "already exists: pass --resume to continue it, --overwrite to replace it"
+        in capsys.readouterr().err
+    )
+    assert {p: sha256_file(p) for p in trained_digits.rglob("*.onnx")} == before
+
+    assert main(["--repository", repo, "--name", "digits", "--skip-if-exists"]) == 0
+    assert "digits" in capsys.readouterr().out
+    assert {p: sha256_file(p) for p in trained_digits.rglob("*.onnx")} == before
+
+
+def test_overwrite_replaces_the_folder(train_cli: TrainCli) -> None:
+    code, repo = train_cli("--epochs", "4", "--cycles", "2", "--name", "w")
+    assert code == 0
+    first = read_manifest(repo / "w")
+    code, _ = train_cli(
+        "--epochs", "2", "--cycles", "1", "--name", "w", "--overwrite", "--seed", "1"
+    )
+    assert code == 0
+    second = read_manifest(repo / "w")
+    assert len(second.snapshots) == 1 and second.created_at >= first.created_at
+    assert sorted(p.name for p in (repo / "w" / "snapshots").iterdir()) == ["001.onnx"]

@@ -1,0 +1,280 @@
+"""Datasets as in-memory tensors: sklearn's digits, image folders (a directory or a .zip
+of class folders, decoded once into a uint8 cache) and npz arrays.
+
+Everything is held as one [N, C, H, W] tensor so an epoch is never bound by decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from server.atomic import atomic_writer
+from server.images import IMAGE_SUFFIXES, ImageDecodeError, decode_image, probe
+from trainer.errors import UserError
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x: torch.Tensor  # [N, C, H, W], uint8 or float32, raw pixels
+    y: torch.Tensor  # [N] int64
+    classes: list[str]
+    pixel_range: tuple[float, float]
+    color_mode: str  # "L" or "RGB"
+    source: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x.shape[1:]
+        return int(c), int(h), int(w)
+
+
+def load_digits() -> Dataset:
+    """The 8×8 handwritten digits that ship inside scikit-learn (values 0..16)."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = torch.from_numpy(bunch.images.astype(np.uint8)).unsqueeze(1)
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    return Dataset(x, y, [str(d) for d in bunch.target_names], (0.0, 16.0), "L", "sklearn digits")
+
+
+# Image folders -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ImageIndex:
+    classes: list[str]
+    items: list[tuple[str, int]]  # (member name or path, class index)
+    read: Callable[[str], bytes]
+
+
+def _class_items(names: list[str]) -> tuple[list[str], list[tuple[str, int]]]:
+    """Map 'class/.../file.jpg' names to classes, skipping a single wrapping folder."""
+    images = [n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES]
+    images = [
+        n
+        for n in images
+        if not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(n).parts)
+    ]
+    parts = [PurePosixPath(n).parts for n in images]
+    # A zip of "train/airplane/x.jpg" wraps the class folders in one top folder: skip it.
+    while parts and all(len(p) > 2 for p in parts) and len({p[0] for p in parts}) == 1:
+        parts = [p[1:] for p in parts]
+    nested = [(p[0], n) for p, n in zip(parts, images, strict=True) if len(p) >= 2]
+    classes = sorted({c for c, _ in nested})
+    lookup = {c: i for i, c in enumerate(classes)}
+    return classes, [(n, lookup[c]) for c, n in sorted(nested, key=lambda item: item[1])]
+
+
+def _index_directory(root: Path) -> _ImageIndex:
+    names = [str(PurePosixPath(*p.relative_to(root).parts)) for p in root.rglob("*") if p.is_file()]
+    classes, items = _class_items(names)
+    return _ImageIndex(classes, items, lambda name: (root / name).read_bytes())
+
+
+def _index_zip(path: Path) -> tuple[_ImageIndex, zipfile.ZipFile]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise UserError(f"--data {path}: not a readable zip file") from None
+    names = [info.filename for info in archive.infolist() if not info.is_dir()]
+    classes, items = _class_items(names)
+    return _ImageIndex(classes, items, archive.read), archive
+
+
+def _cache_key(path: Path, image_size: int | None) -> str:
+    stat = path.stat()
+    ident = f"{CACHE_VERSION}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{image_size}"
+    if path.is_dir():  # a folder's mtime misses edits inside class folders: include them
+        ident += "|" + "|".join(
+            f"{p}:{p.stat().st_mtime_ns}" for p in sorted(path.iterdir()) if p.is_dir()
+        )
+    return hashlib.sha256(ident.encode()).hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "snapens" / "datasets"
+
+
+def load_image_folder(path: Path, image_size: int | None, cache_dir: Path | None) -> Dataset:
+    """Decode a folder or .zip of class folders once; later runs load the uint8 cache."""
+    if not path.exists():
+        raise UserError(f"--data {path}: no such file or folder")
+    cache = (cache_dir or default_cache_dir()) / f"imagefolder-{_cache_key(path, image_size)}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as npz:
+            return Dataset(
+                torch.from_numpy(npz["x"]),
+                torch.from_numpy(npz["y"]),
+                [str(c) for c in npz["classes"]],
+                (0.0, 255.0),
+                str(npz["color_mode"]),
+                f"image folder {path}",
+            )
+
+    archive = None
+    if path.is_dir():
+        index = _index_directory(path)
+    elif path.suffix.lower() == ".zip":
+        index, archive = _index_zip(path)
+    else:
+        raise UserError(f"--data {path}: expected a folder or a .zip of class folders")
+    try:
+        if not index.items:
+            raise UserError(
+                f"--data {path}: no class folders with images (expected class_name/image.jpg)"
+            )
+        if len(index.classes) < 2:
+            raise UserError(
+                f"--data {path}: found only class {index.classes[0]!r}; "
+                "a classifier needs at least two"
+            )
+        first_name = index.items[0][0]
+        try:
+            mode, first_size = probe(index.read(first_name))
+        except ImageDecodeError as exc:
+            raise UserError(f"cannot read image {first_name}: {exc}") from None
+        size = (image_size, image_size) if image_size else first_size
+
+        def decode(item: tuple[str, int]) -> np.ndarray:
+            try:
+                return decode_image(index.read(item[0]), mode, size)
+            except ImageDecodeError as exc:
+                raise UserError(f"cannot read image {item[0]}: {exc}") from None
+
+        # Pillow releases the GIL while decoding, so threads overlap the work.
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+            arrays = list(pool.map(decode, index.items, chunksize=256))
+    finally:
+        if archive is not None:
+            archive.close()
+
+    x = np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))
+    y = np.array([label for _, label in index.items], dtype=np.int64)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(cache) as handle:
+        np.savez(handle, x=x, y=y, classes=np.array(index.classes), color_mode=np.array(mode))
+    return Dataset(
+        torch.from_numpy(x),
+        torch.from_numpy(y),
+        index.classes,
+        (0.0, 255.0),
+        mode,
+        f"image folder {path}",
+    )
+
+
+# npz arrays ----------------------------------------------------------------------------
+
+
+def load_npz(path: Path) -> Dataset:
+    """Arrays `x` ([N,H,W], [N,C,H,W] or [N,H,W,C]), `y` (class indices), optional `classes`."""
+    if not path.is_file():
+        raise UserError(f"--data {path}: no such file")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--data {path}: not a readable .npz file ({exc})") from None
+    with npz:
+        missing = {"x", "y"} - set(npz.files)
+        if missing:
+            raise UserError(f"--data {path}: missing array(s) {sorted(missing)}; expected x and y")
+        x, y = npz["x"], npz["y"]
+        classes = [str(c) for c in npz["classes"]] if "classes" in npz.files else None
+
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise UserError(
+            f"--data {path}: x has shape {x.shape}; "
+            "expected [N,H,W], [N,C,H,W] or [N,H,W,C] with C 1 or 3"
+        )
+    if y.ndim != 1 or len(y) != len(x):
+        raise UserError(
+            f"--data {path}: y must be one label per row of x ({len(x)}), got shape {y.shape}"
+        )
+    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise UserError(f"--data {path}: y must hold non-negative integer class indices")
+    num_classes = len(classes) if classes is not None else int(y.max()) + 1
+    if len(y) and y.max() >= num_classes:
+        raise UserError(f"--data {path}: label {int(y.max())} but only {num_classes} classes")
+    if num_classes < 2:
+        raise UserError(
+            f"--data {path}: a classifier needs at least two classes, found {num_classes}"
+        )
+    if x.dtype == np.uint8:
+        tensor, pixel_range = torch.from_numpy(np.ascontiguousarray(x)), (0.0, 255.0)
+    else:
+        data = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(data).all():
+            raise UserError(f"--data {path}: x contains NaN or infinity")
+        low, high = float(data.min()), float(data.max())
+        tensor, pixel_range = torch.from_numpy(data), (low, high if high > low else low + 1.0)
+    return Dataset(
+        tensor,
+        torch.from_numpy(y.astype(np.int64)),
+        classes or [str(i) for i in range(num_classes)],
+        pixel_range,
+        "L" if x.shape[1] == 1 else "RGB",
+        f"npz {path}",
+    )
+
+
+def load_dataset(
+    kind: str, path: Path | None, image_size: int | None, cache_dir: Path | None
+) -> Dataset:
+    if kind == "digits":
+        return load_digits()
+    assert path is not None  # the config requires --data for the other kinds
+    if kind == "imagefolder":
+        return load_image_folder(path, image_size, cache_dir)
+    return load_npz(path)
+
+
+def stratified_split(
+    y: torch.Tensor, val_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed-seed split keeping each class's share: (train indices, validation indices)."""
+    generator = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for cls in torch.unique(y):
+        members = torch.nonzero(y == cls).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_val = round(len(members) * val_fraction)
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    train_idx, val_idx = torch.cat(train).sort().values, torch.cat(val).sort().values
+    if len(val_idx) == 0 or len(train_idx) == 0:
+        raise UserError(f"--val-fraction {val_fraction} leaves an empty split of {len(y)} examples")
+    return train_idx, val_idx
+
+
+def epoch_batches(
+    n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1
+) -> Iterator[torch.Tensor]:
+    """This rank's batches of one epoch: a permutation fixed by (seed, epoch), so a resumed
+    run sees exactly the batches the uninterrupted run would have. Drops the last partial batch."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=generator)
+    per_rank = n // world
+    mine = order[rank * per_rank : (rank + 1) * per_rank]
+    for start in range(0, per_rank - batch_size + 1, batch_size):
+        yield mine[start : start + batch_size]
+
+
+def iterations_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    return (n // world) // batch_size

@@ -1,0 +1,199 @@
+"""The training report: `report.json` and PNG plots beside the manifest.
+
+- learning_rate.png: the learning-rate curve with a marker at each snapshot;
+- ensemble_size.png: validation error of each snapshot and of the ensemble of the
+  last k snapshots for k = 1..M (the paper's ensemble-size figure);
+- disagreement.png: how often each pair of snapshots predicts different classes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from server.ensemble import (
+    combine,
+    error_rate,
+    negative_log_likelihood,
+    pairwise_disagreement_matrix,
+)
+from server.manifest import Manifest, utc_now
+
+if TYPE_CHECKING:
+    from trainer.repository import ModelFolder
+    from trainer.schedules import Plan
+    from trainer.train import History
+
+MAX_CURVE_POINTS = 5000
+
+
+def _curve(lr: list[float], snapshot_steps: list[int]) -> dict[str, list[float]]:
+    """The per-step learning rate, thinned to at most MAX_CURVE_POINTS (+ the snapshot steps)."""
+    stride = max(1, -(-len(lr) // MAX_CURVE_POINTS))
+    steps = sorted(set(range(1, len(lr) + 1, stride)) | {s for s in snapshot_steps if s <= len(lr)})
+    return {"step": [float(s) for s in steps], "lr": [lr[s - 1] for s in steps]}
+
+
+def ensemble_by_size(member_probs: np.ndarray, targets: np.ndarray) -> list[dict[str, Any]]:
+    """Error and NLL of the ensemble of the last k members, k = 1..M."""
+    rows = []
+    for k in range(1, len(member_probs) + 1):
+        result = combine(member_probs[-k:])
+        rows.append(
+            {
+                "k": k,
+                "error": error_rate(result.probabilities, targets),
+                "nll": negative_log_likelihood(result.probabilities, targets),
+                "mean_mutual_information": float(result.mutual_information.mean()),
+            }
+        )
+    return rows
+
+
+def build_report(
+    manifest: Manifest, history: History, plan: Plan, targets: torch.Tensor, train_seconds: float
+) -> dict[str, Any]:
+    y = targets.numpy().astype(np.int64)
+    cycles = [s.cycle for s in manifest.snapshots]
+    report: dict[str, Any] = {
+        "name": manifest.name,
+        "created_at": utc_now(),
+        "schedule": manifest.training["schedule"],
+        "architecture": manifest.training["architecture"],
+        "validation_examples": len(y),
+        "timing": {
+            "train_seconds": train_seconds,
+            "snapshot_seconds": history.snapshot_seconds,
+        },
+        "epochs": history.epochs,
+        "learning_rate": {
+            **_curve(history.lr, list(plan.snapshot_steps)),
+            "snapshot_steps": [s.step for s in manifest.snapshots],
+        },
+        "snapshots": [
+            {
+                "cycle": s.cycle,
+                "epoch": s.epoch,
+                "step": s.step,
+                "lr": s.lr,
+                "error": 1 - s.val_accuracy,
+                "nll": s.val_nll,
+            }
+            for s in manifest.snapshots
+        ],
+    }
+    if not cycles:
+        return report
+    member_probs = np.stack([history.snapshot_probs[c].numpy().astype(np.float64) for c in cycles])
+    by_size = ensemble_by_size(member_probs, y)
+    singles = [error_rate(p, y) for p in member_probs]
+    best = int(np.argmin(singles))
+    report |= {
+        "ensemble_of_last": by_size,
+        "best_single": {"cycle": cycles[best], "error": singles[best]},
+        "ensemble": {
+            "m": len(cycles),
+            "error": by_size[-1]["error"],
+            "nll": by_size[-1]["nll"],
+            "at_least_as_good_as_best_single": by_size[-1]["error"] <= singles[best],
+        },
+        "pairwise_disagreement": {
+            "cycles": cycles,
+            "matrix": pairwise_disagreement_matrix(member_probs).tolist(),
+        },
+    }
+    return report
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def render_plots(report: dict[str, Any]) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots: dict[str, bytes] = {}
+    curve = report["learning_rate"]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.plot(curve["step"], curve["lr"], lw=1.2, label="learning rate")
+    lookup = dict(zip(curve["step"], curve["lr"], strict=True))
+    marks = [s for s in curve["snapshot_steps"] if float(s) in lookup]
+    ax.scatter(marks, [lookup[float(s)] for s in marks], color="C3", zorder=3, label="snapshot")
+    ax.set(xlabel="iteration", ylabel="learning rate", title=f"{report['name']}: learning rate")
+    ax.legend(loc="upper right")
+    plots["learning_rate.png"] = _png(fig)
+    plt.close(fig)
+
+    if "ensemble_of_last" in report:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ks = [row["k"] for row in report["ensemble_of_last"]]
+        ax.plot(
+            ks,
+            [100 * row["error"] for row in report["ensemble_of_last"]],
+            "o-",
+            label="ensemble of the last k",
+        )
+        singles = [100 * s["error"] for s in reversed(report["snapshots"])]
+        ax.plot(ks, singles, "s--", alpha=0.7, label="k-th last snapshot alone")
+        ax.set(
+            xlabel="k (snapshots)",
+            ylabel="validation error (%)",
+            title="error against ensemble size",
+            xticks=ks,
+        )
+        ax.legend()
+        plots["ensemble_size.png"] = _png(fig)
+        plt.close(fig)
+
+        matrix = np.array(report["pairwise_disagreement"]["matrix"])
+        cycles = report["pairwise_disagreement"]["cycles"]
+        fig, ax = plt.subplots(figsize=(4, 3.4))
+        image = ax.imshow(100 * matrix, cmap="viridis")
+        ax.set(
+            xticks=range(len(cycles)),
+            yticks=range(len(cycles)),
+            xticklabels=cycles,
+            yticklabels=cycles,
+            xlabel="snapshot",
+            ylabel="snapshot",
+            title="disagreement (% of validation)",
+        )
+        for i in range(len(cycles)):
+            for j in range(len(cycles)):
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * matrix[i, j]:.1f}",
+                    ha="center",
+                    va="center",
+                    color="w",
+                    fontsize=7,
+                )
+        fig.colorbar(image, ax=ax)
+        plots["disagreement.png"] = _png(fig)
+        plt.close(fig)
+    return plots
+
+
+def write_report(
+    folder: ModelFolder,
+    manifest: Manifest,
+    history: History,
+    plan: Plan,
+    targets: torch.Tensor,
+    train_seconds: float,
+) -> dict[str, Any]:
+    report = build_report(manifest, history, plan, targets, train_seconds)
+    folder.write_extra("report.json", json.dumps(report, indent=2).encode() + b"\n")
+    for name, data in render_plots(report).items():
+        folder.write_extra(name, data)
+    return report

@@ -1,0 +1,138 @@
+"""Writing one model folder of the repository, `models/<name>/`, as DESIGN.md fixes it.
+
+Order of writes: a snapshot file is written under a temporary name, flushed and
+renamed; only then is the manifest (also written atomically) extended to list it.
+A crash at any point leaves a manifest that lists only complete, checksummed files.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.atomic import atomic_write_bytes, remove_stale_temporaries, sha256_bytes
+from server.manifest import (
+    MANIFEST_FILE,
+    SNAPSHOT_DIR,
+    Manifest,
+    ManifestError,
+    SnapshotEntry,
+    read_manifest,
+    snapshot_file_name,
+    utc_now,
+    write_manifest,
+)
+from trainer.errors import UserError
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    cycle: int
+    epoch: float
+    step: int
+    lr: float
+    val_accuracy: float
+    val_nll: float
+
+
+class ModelFolder:
+    def __init__(self, repository: Path, name: str) -> None:
+        self.path = Path(repository) / name
+        self.name = name
+        self._manifest: Manifest | None = None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT_DIR / "last.pt"
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self._manifest = read_manifest(self.path)
+        return self._manifest
+
+    def exists(self) -> bool:
+        return self.path.exists() and any(self.path.iterdir())
+
+    def check_target(self, overwrite: bool, resume: bool) -> None:
+        """Refuse to touch an existing folder unless asked to; fail before any training."""
+        if resume:
+            if not self.checkpoint_path.is_file():
+                raise UserError(
+                    f"--resume: {self.path} has no checkpoint to resume from; "
+                    "start a new run without --resume"
+                )
+            return
+        if self.exists() and not overwrite:
+            raise UserError(
+                f"{self.path} already exists: pass --resume to continue it, "
+                "--overwrite to replace it, "
+                "or choose another --name"
+            )
+
+    def create(self, manifest: Manifest) -> None:
+        """Start a fresh folder (replacing an old one when overwriting) with an empty manifest."""
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        (self.path / SNAPSHOT_DIR).mkdir(parents=True)
+        self._write(manifest)
+
+    def reopen(self, last_step: int) -> None:
+        """Resume: keep only snapshots taken up to the checkpoint's step, drop any later ones
+        (the resumed run takes them again) and any half-written temporaries."""
+        try:
+            manifest = self.manifest
+        except ManifestError as exc:
+            raise UserError(f"--resume: {exc}") from None
+        keep = [s for s in manifest.snapshots if s.step <= last_step]
+        for dropped in manifest.snapshots[len(keep) :]:
+            (self.path / dropped.file).unlink(missing_ok=True)
+        remove_stale_temporaries(self.path)
+        remove_stale_temporaries(self.path / SNAPSHOT_DIR)
+        listed = {s.file for s in keep}
+        for orphan in (self.path / SNAPSHOT_DIR).glob("*.onnx"):
+            if f"{SNAPSHOT_DIR}/{orphan.name}" not in listed:
+                orphan.unlink()
+        self._write(manifest.model_copy(update={"snapshots": keep, "state": "training"}))
+
+    def add_snapshot(
+        self, onnx_bytes: bytes, meta: SnapshotMeta, export_diff: float
+    ) -> SnapshotEntry:
+        file = snapshot_file_name(meta.cycle)
+        atomic_write_bytes(self.path / file, onnx_bytes)
+        entry = SnapshotEntry(
+            file=file,
+            sha256=sha256_bytes(onnx_bytes),
+            bytes=len(onnx_bytes),
+            cycle=meta.cycle,
+            epoch=meta.epoch,
+            step=meta.step,
+            lr=meta.lr,
+            val_accuracy=meta.val_accuracy,
+            val_nll=meta.val_nll,
+            export_max_abs_diff=export_diff,
+            created_at=utc_now(),
+        )
+        snapshots = [*self.manifest.snapshots, entry]
+        self._write(self.manifest.model_copy(update={"snapshots": snapshots}))
+        return entry
+
+    def finish(self) -> Manifest:
+        self._write(self.manifest.model_copy(update={"state": "complete"}))
+        return self.manifest
+
+    def write_extra(self, name: str, data: bytes) -> None:
+        """A report file or plot beside the manifest (never one the manifest describes)."""
+        if name in (MANIFEST_FILE, SNAPSHOT_DIR, CHECKPOINT_DIR):
+            raise ValueError(f"{name} is reserved")
+        atomic_write_bytes(self.path / name, data)
+
+    def _write(self, manifest: Manifest) -> None:
+        manifest = manifest.model_copy(update={"updated_at": utc_now()})
+        # Re-validate: model_copy skips validation, and a bad manifest must never reach disk.
+        manifest = Manifest.model_validate(manifest.model_dump())
+        write_manifest(self.path, manifest)
+        self._manifest = manifest

@@ -1,0 +1,486 @@
+"""The training loop: SGD over in-memory tensors, a learning-rate schedule stepped every
+iteration, and a snapshot at the end of every cycle, exported and verified on the spot.
+
+Snapshots run on the training thread on purpose: a second thread running torch ops
+beside training makes two OpenMP teams compete for the cores, which cost far more
+(about 20% of a CPU run, measured) than the export itself."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from server.manifest import FORMAT_VERSION, InputSpec, Manifest, OutputSpec, utc_now
+from trainer.augment import random_crop_flip
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.config import TrainConfig
+from trainer.data import (
+    Dataset,
+    epoch_batches,
+    iterations_per_epoch,
+    load_dataset,
+    stratified_split,
+)
+from trainer.errors import UserError
+from trainer.export import INPUT_NAME, OUTPUT_NAME, export_onnx, verify_onnx
+from trainer.nets import Normalized, build_network, default_arch
+from trainer.report import write_report
+from trainer.repository import ModelFolder, SnapshotMeta
+from trainer.runtime import Runtime
+from trainer.schedules import (
+    LRSchedule,
+    Plan,
+    build_schedule,
+    current_lr,
+    make_plan,
+    max_weight_norm,
+)
+
+VERIFY_BATCH = 64
+CROP_PADDING = 4
+
+
+class DivergedError(UserError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    probs: torch.Tensor  # [N, K] float32 on the CPU
+    loss: float
+    accuracy: float
+
+
+@dataclass
+class History:
+    lr: list[float] = field(default_factory=list)  # the rate used by each optimizer step
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    snapshot_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # cycle -> val softmax
+    snapshot_seconds: float = 0.0  # copying, exporting, verifying and writing snapshots
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    folder: ModelFolder
+    manifest: Manifest
+    report: dict[str, Any]
+    train_seconds: float
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, amp: torch.dtype | None
+) -> Evaluation:
+    was_training = model.training
+    model.eval()
+    probs, nll, correct = [], torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size].float(), y[start : start + batch_size]
+        with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            logits = model(xb)
+        log_p = torch.log_softmax(logits.float(), dim=-1)
+        nll += F.nll_loss(log_p, yb, reduction="sum")
+        correct += (log_p.argmax(-1) == yb).sum()
+        probs.append(log_p.exp().cpu())
+    model.train(was_training)
+    return Evaluation(torch.cat(probs), float(nll) / len(x), float(correct) / len(x))
+
+
+@torch.no_grad()
+def measure_lipschitz(model: Normalized, x: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(K_z, max‖W‖): the largest Frobenius norm of a batch's penultimate activations over
+    one pass of the (unaugmented) training data, as the authors compute it."""
+    norms: list[torch.Tensor] = []
+    hook = model.fc.register_forward_hook(
+        lambda _m, inputs, _o: norms.append(inputs[0].float().norm())
+    )
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(x), batch_size):
+            model(x[start : start + batch_size].float())
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return float(torch.stack(norms).max()), max_weight_norm(model)
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        rt: Runtime,
+        data: Dataset,
+        folder: ModelFolder,
+        resume_state: dict[str, Any] | None,
+    ) -> None:
+        self.cfg, self.rt, self.data, self.folder = cfg, rt, data, folder
+        device = rt.device
+        train_idx, val_idx = stratified_split(data.y, cfg.val_fraction, cfg.split_seed)
+        self.train_x, self.train_y = data.x[train_idx].to(device), data.y[train_idx].to(device)
+        self.val_x, self.val_y = data.x[val_idx].to(device), data.y[val_idx].to(device)
+        self.verify_batch = data.x[val_idx[:VERIFY_BATCH]].float()
+
+        self.arch = default_arch(data.input_shape) if cfg.arch == "auto" else cfg.arch
+        augment = cfg.augment
+        if augment == "auto":
+            augment = (
+                "crop-flip"
+                if data.color_mode == "RGB" and min(data.input_shape[1:]) >= 16
+                else "none"
+            )
+        self.augment = augment
+        stats = self.train_x.float()
+        self.mean = stats.mean(dim=(0, 2, 3)).cpu()
+        self.std = stats.std(dim=(0, 2, 3)).clamp_min(1e-6).cpu()
+        del stats
+
+        torch.manual_seed(cfg.seed)
+        self.model = self._new_model().to(device)
+        # Convolutions run faster on NHWC memory (CPU and tensor cores alike).
+        convolutional = not self.arch.startswith("mlp")
+        self.memory_format = torch.channels_last if convolutional else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # stub lacks it
+        self.ddp: nn.Module = (
+            DistributedDataParallel(
+                self.model, device_ids=[device] if device.type == "cuda" else None
+            )
+            if rt.distributed
+            else self.model
+        )
+        momentum = cfg.resolved_momentum
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=cfg.lr,
+            momentum=momentum,
+            nesterov=cfg.nesterov and momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
+        ipe = iterations_per_epoch(len(self.train_x), cfg.batch_size, rt.world_size)
+        self.plan: Plan = make_plan(cfg, ipe)
+        self.schedule: LRSchedule = build_schedule(
+            cfg,
+            self.plan,
+            self.optimizer,
+            len(data.classes),
+            lambda: measure_lipschitz(self.model, self.train_x, cfg.batch_size),
+        )
+        self.cycle_at = {step: i + 1 for i, step in enumerate(self.plan.snapshot_steps)}
+        self.history = History()
+        self.epoch, self.step = 0, 0
+        if resume_state is not None:
+            self._restore(resume_state)
+
+        self.console = Console(stderr=True, quiet=cfg.quiet or not rt.is_main)
+
+    # Construction helpers ------------------------------------------------------------
+
+    def _new_model(self) -> Normalized:
+        net = build_network(self.arch, self.data.input_shape, len(self.data.classes))
+        return Normalized(net, self.mean, self.std)
+
+    def initial_manifest(self) -> Manifest:
+        c, h, w = self.data.input_shape
+        now = utc_now()
+        params = sum(p.numel() for p in self.model.parameters())
+        cfg = self.cfg
+        schedule: dict[str, Any] = {
+            "name": cfg.schedule,
+            "lr": cfg.lr,
+            "cycles": self.plan.cycles,
+            "warmup_epochs": cfg.warmup_epochs,
+        }
+        if cfg.schedule == "sgdr":
+            schedule |= {
+                "lr_min": cfg.lr_min,
+                "t0_epochs": self.plan.t0_epochs,
+                "t_mult": int(cfg.t_mult),
+            }
+        elif cfg.schedule == "plateau":
+            schedule |= {"patience": cfg.plateau_patience, "factor": cfg.plateau_factor}
+        return Manifest(
+            format_version=FORMAT_VERSION,
+            name=cfg.model_name,
+            created_at=now,
+            updated_at=now,
+            state="training",
+            input=InputSpec(
+                name=INPUT_NAME,
+                shape=[-1, c, h, w],
+                pixel_range=self.data.pixel_range,
+                color_mode="L" if c == 1 else "RGB",
+            ),
+            output=OutputSpec(name=OUTPUT_NAME, shape=[-1, len(self.data.classes)]),
+            classes=self.data.classes,
+            default_m=max(1, self.plan.cycles),
+            snapshots=[],
+            training={
+                "dataset": {
+                    "kind": cfg.dataset,
+                    "source": self.data.source,
+                    "train_examples": len(self.train_x),
+                    "val_examples": len(self.val_x),
+                    "val_fraction": cfg.val_fraction,
+                    "split_seed": cfg.split_seed,
+                    "augment": self.augment,
+                },
+                "architecture": self.arch,
+                "parameters": params,
+                "schedule": schedule,
+                "optimizer": {
+                    "name": "sgd",
+                    "momentum": cfg.resolved_momentum,
+                    "nesterov": cfg.nesterov and cfg.resolved_momentum > 0,
+                    "weight_decay": cfg.weight_decay,
+                },
+                "budget": {**self.plan.describe(), "batch_size": cfg.batch_size},
+                "seed": cfg.seed,
+                "device": str(self.rt.device),
+                "world_size": self.rt.world_size,
+                "config": cfg.fingerprint(),
+            },
+        )
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.rt.device.type == "cuda" and state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        saved = state["history"]
+        self.history = History(
+            lr=saved["lr"].tolist(),
+            epochs=list(saved["epochs"]),
+            snapshot_probs={int(k): v for k, v in saved["snapshot_probs"].items()},
+            snapshot_seconds=float(saved["snapshot_seconds"]),
+        )
+
+    # The loop ------------------------------------------------------------------------
+
+    def fit(self) -> float:
+        """Train to the end of the budget; returns the wall time of the loop in seconds."""
+        cfg, plan = self.cfg, self.plan
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("lr {task.fields[lr]:.4g}  loss {task.fields[loss]:.3f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=cfg.quiet or not self.rt.is_main or not sys.stderr.isatty(),
+        )
+        start = time.perf_counter()
+        with progress:
+            task = progress.add_task(
+                "training",
+                total=plan.total_iterations,
+                completed=self.step,
+                lr=current_lr(self.optimizer),
+                loss=float("nan"),
+            )
+            while self.epoch < plan.epochs:
+                epoch_start = time.perf_counter()
+                train_loss = self._train_epoch(progress, task)
+                self._end_epoch(train_loss, time.perf_counter() - epoch_start)
+        return time.perf_counter() - start
+
+    def _train_epoch(self, progress: Progress, task: Any) -> float:
+        cfg, rt = self.cfg, self.rt
+        self.schedule.on_epoch_start(self.epoch)
+        augment_rng = torch.Generator().manual_seed(cfg.seed * 7919 + self.epoch * 104729 + rt.rank)
+        loss_sum = torch.zeros((), device=rt.device)
+        end_step = (self.epoch + 1) * self.plan.iterations_per_epoch
+        batches = epoch_batches(
+            len(self.train_x), cfg.batch_size, cfg.seed, self.epoch, rt.rank, rt.world_size
+        )
+        for batch in batches:
+            idx = batch.to(rt.device)
+            x, y = self.train_x[idx].float(), self.train_y[idx]
+            if self.augment == "crop-flip":
+                x = random_crop_flip(x, CROP_PADDING, augment_rng)
+            x = x.contiguous(memory_format=self.memory_format)
+            with torch.autocast(
+                rt.device.type,
+                dtype=rt.amp_dtype or torch.bfloat16,
+                enabled=rt.amp_dtype is not None,
+            ):
+                logits = self.ddp(x)
+            loss = F.cross_entropy(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            lr = current_lr(self.optimizer)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            self.history.lr.append(lr)
+            self.step += 1
+            self.schedule.on_iteration_end()
+            loss_sum += loss.detach()
+            if self.step % 50 == 0:
+                progress.update(task, loss=float(loss.detach()))
+            progress.update(task, advance=1, lr=lr)
+            cycle = self.cycle_at.get(self.step)
+            if cycle is not None and self.step != end_step:
+                self._snapshot(cycle, self._evaluate())
+        train_loss = float(loss_sum) / self.plan.iterations_per_epoch
+        if not torch.isfinite(torch.tensor(train_loss)):
+            raise DivergedError(
+                f"training diverged in epoch {self.epoch + 1} (loss {train_loss}): lower --lr"
+                if cfg.schedule != "lipschitz"
+                else f"the Lipschitz rate diverged in epoch {self.epoch + 1} (loss {train_loss}): "
+                "its 1/K rate can be too large for networks without batch normalisation "
+                "(try --arch resnet8)"
+            )
+        return train_loss
+
+    def _evaluate(self) -> Evaluation | None:
+        if not self.rt.is_main:
+            return None
+        return evaluate(
+            self.model, self.val_x, self.val_y, self.cfg.eval_batch_size, self.rt.amp_dtype
+        )
+
+    def _end_epoch(self, train_loss: float, seconds: float) -> None:
+        evaluation = self._evaluate()
+        val_loss = self.rt.broadcast_float(evaluation.loss if evaluation is not None else None)
+        cycle = self.cycle_at.get(self.step)
+        if cycle is not None:
+            self._snapshot(cycle, evaluation)
+        self.schedule.on_epoch_end(val_loss)
+        self.epoch += 1
+        if evaluation is not None:
+            self.history.epochs.append(
+                {
+                    "epoch": self.epoch,
+                    "train_loss": train_loss,
+                    "val_error": 1 - evaluation.accuracy,
+                    "val_nll": evaluation.loss,
+                    "lr": self.history.lr[-1],
+                    "seconds": seconds,
+                }
+            )
+        self._checkpoint()
+
+    # Snapshots and checkpoints -------------------------------------------------------
+
+    def _snapshot(self, cycle: int, evaluation: Evaluation | None) -> None:
+        """Export the current weights, verify the export and add it to the repository."""
+        if evaluation is None or not self.cfg.snapshots:
+            return
+        began = time.perf_counter()
+        self.history.snapshot_probs[cycle] = evaluation.probs
+        meta = SnapshotMeta(
+            cycle=cycle,
+            epoch=round(self.step / self.plan.iterations_per_epoch, 4),
+            step=self.step,
+            lr=self.history.lr[-1],
+            val_accuracy=evaluation.accuracy,
+            val_nll=evaluation.loss,
+        )
+        model = self._new_model()  # a float32 CPU copy: what the export is verified against
+        model.load_state_dict(self.model.state_dict())
+        model.eval()
+        onnx_bytes = export_onnx(model, self.data.input_shape)
+        diff = verify_onnx(onnx_bytes, model, self.verify_batch)
+        self.folder.add_snapshot(onnx_bytes, meta, diff)
+        self.history.snapshot_seconds += time.perf_counter() - began
+        self.console.print(
+            f"snapshot {meta.cycle}/{self.plan.cycles} at epoch {meta.epoch:g} (step {meta.step}, "
+            f"lr {meta.lr:.3g}): val error {1 - meta.val_accuracy:.4f}, NLL {meta.val_nll:.4f}, "
+            f"ONNX max |Δp| {diff:.1e}"
+        )
+
+    def _checkpoint(self) -> None:
+        if not self.rt.is_main:
+            return
+        history = self.history
+        state = {
+            "config": self.cfg.fingerprint(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.rt.device.type == "cuda" else [],
+            },
+            "history": {
+                "lr": torch.tensor(history.lr, dtype=torch.float64),
+                "epochs": [dict(e) for e in history.epochs],
+                "snapshot_probs": dict(history.snapshot_probs),
+                "snapshot_seconds": history.snapshot_seconds,
+            },
+        }
+        save_checkpoint(self.folder.checkpoint_path, state)
+
+
+def read_resume_config(folder: ModelFolder) -> dict[str, Any]:
+    """The settings a checkpointed run was started with."""
+    config: dict[str, Any] = load_checkpoint(folder.checkpoint_path)["config"]
+    return config
+
+
+def _check_resume_config(cfg: TrainConfig, state: dict[str, Any]) -> None:
+    saved, now = state["config"], cfg.fingerprint()
+    for key in sorted(set(saved) | set(now)):
+        if saved.get(key) != now.get(key):
+            flag = "--" + key.replace("_", "-")
+            raise UserError(
+                f"--resume: the run was started with {flag} {saved.get(key)}, not {now.get(key)}; "
+                "resume with the same settings, or start over with --overwrite"
+            )
+
+
+def train(cfg: TrainConfig, rt: Runtime) -> TrainResult | None:
+    """Run one training job end to end; rank 0 returns the finished model folder."""
+    folder = ModelFolder(cfg.repository, cfg.model_name)
+    if rt.is_main:
+        folder.check_target(cfg.overwrite, cfg.resume)
+    resume_state = load_checkpoint(folder.checkpoint_path) if cfg.resume else None
+    if resume_state is not None:
+        _check_resume_config(cfg, resume_state)
+
+    data = load_dataset(cfg.dataset, cfg.data, cfg.image_size, cfg.cache_dir)
+    trainer = Trainer(cfg, rt, data, folder, resume_state)  # validates the plan before any write
+    if rt.is_main:
+        if resume_state is None:
+            folder.create(trainer.initial_manifest())
+        else:
+            folder.reopen(trainer.step)
+    rt.barrier()
+    seconds = trainer.fit()
+    rt.barrier()
+    if not rt.is_main:
+        return None
+    manifest = folder.finish()
+    report = write_report(
+        folder, manifest, trainer.history, trainer.plan, trainer.val_y.cpu(), seconds
+    )
+    return TrainResult(folder, manifest, report, seconds)
