@@ -73,6 +73,7 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
     snapshot_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # cycle -> val softmax
     snapshot_seconds: float = 0.0  # copying, exporting, verifying and writing snapshots
+    train_seconds: float = 0.0  # wall time of the epochs so far, across resumptions
 
 
 @dataclass(frozen=True)
@@ -274,12 +275,14 @@ class Trainer:
             epochs=list(saved["epochs"]),
             snapshot_probs={int(k): v for k, v in saved["snapshot_probs"].items()},
             snapshot_seconds=float(saved["snapshot_seconds"]),
+            train_seconds=float(saved["train_seconds"]),
         )
 
     # The loop ------------------------------------------------------------------------
 
     def fit(self) -> float:
-        """Train to the end of the budget; returns the wall time of the loop in seconds."""
+        """Train to the end of the budget; returns the wall time of all its epochs in seconds
+        (those of earlier sittings included when resumed)."""
         cfg, plan = self.cfg, self.plan
         progress = Progress(
             TextColumn("{task.description}"),
@@ -291,7 +294,6 @@ class Trainer:
             console=self.console,
             disable=cfg.quiet or not self.rt.is_main or not sys.stderr.isatty(),
         )
-        start = time.perf_counter()
         with progress:
             task = progress.add_task(
                 "training",
@@ -301,10 +303,10 @@ class Trainer:
                 loss=float("nan"),
             )
             while self.epoch < plan.epochs:
-                epoch_start = time.perf_counter()
+                began = time.perf_counter()
                 train_loss = self._train_epoch(progress, task)
-                self._end_epoch(train_loss, time.perf_counter() - epoch_start)
-        return time.perf_counter() - start
+                self._end_epoch(train_loss, began)
+        return self.history.train_seconds
 
     def _train_epoch(self, progress: Progress, task: Any) -> float:
         cfg, rt = self.cfg, self.rt
@@ -365,7 +367,7 @@ class Trainer:
             self.model, self.val_x, self.val_y, self.cfg.eval_batch_size, self.rt.amp_dtype
         )
 
-    def _end_epoch(self, train_loss: float, seconds: float) -> None:
+    def _end_epoch(self, train_loss: float, began: float) -> None:
         evaluation = self._evaluate()
         val_loss = self.rt.broadcast_float(evaluation.loss if evaluation is not None else None)
         cycle = self.cycle_at.get(self.step)
@@ -373,6 +375,8 @@ class Trainer:
             self._snapshot(cycle, evaluation)
         self.schedule.on_epoch_end(val_loss)
         self.epoch += 1
+        seconds = time.perf_counter() - began
+        self.history.train_seconds += seconds
         if evaluation is not None:
             self.history.epochs.append(
                 {
@@ -436,6 +440,7 @@ class Trainer:
                 "epochs": [dict(e) for e in history.epochs],
                 "snapshot_probs": dict(history.snapshot_probs),
                 "snapshot_seconds": history.snapshot_seconds,
+                "train_seconds": history.train_seconds,
             },
         }
         save_checkpoint(self.folder.checkpoint_path, state)
