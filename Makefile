@@ -1,5 +1,5 @@
-# The two commands: `make run` (train the default ensemble if missing, then show it)
-# and `make test` (lint, types, the whole test suite). Both set up .venv first.
+# The two commands: `make run` (train the default ensemble if missing, then serve the
+# repository) and `make test` (lint, types, the whole test suite). Both set up .venv first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,6 +8,7 @@ TORCH ?= torch==2.13.0
 # onnxruntime flavour: gpu (onnxruntime-gpu; also runs on CPU-only Linux x86-64) or cpu.
 ORT ?= $(shell $(PYTHON) -c "import platform, sys; print('gpu' if sys.platform == 'linux' and platform.machine() == 'x86_64' else 'cpu')")
 REPOSITORY ?= models
+PORT ?= 8000
 
 .PHONY: setup run test lint
 
@@ -21,6 +22,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 run: setup
 	$(BIN)/python -m trainer --dataset digits --repository $(REPOSITORY) --skip-if-exists
+	$(BIN)/python -m server --repository $(REPOSITORY) --port $(PORT)
 
 lint: setup
 	$(BIN)/ruff check .

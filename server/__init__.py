@@ -5,3 +5,5 @@ Nothing in this package imports torch or `trainer`, so a serving image carries n
 The trainer imports the contract modules (`manifest`, `ensemble`, `atomic`) from here
 so that there is one definition of each.
 """
+
+__version__ = "0.1.0"

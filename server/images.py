@@ -9,6 +9,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
+from server.manifest import InputSpec
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 GREY_MODES = frozenset({"L", "1", "I", "I;16", "LA"})
 
@@ -39,3 +41,12 @@ def decode_image(
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(str(exc)) from None
     return array[:, :, None] if array.ndim == 2 else array
+
+
+def to_model_input(data: bytes, spec: InputSpec) -> npt.NDArray[np.float32]:
+    """An encoded image as the model's input row [C, H, W]: decoded in the manifest's color
+    mode, resized to its H×W, and mapped from 0..255 onto its pixel range."""
+    pixels = decode_image(data, spec.color_mode, (spec.width, spec.height))
+    low, high = spec.pixel_range
+    chw = pixels.transpose(2, 0, 1).astype(np.float32)
+    return low + (high - low) / 255.0 * chw

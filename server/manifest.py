@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from server.atomic import atomic_write_bytes, sha256_file
+from server.atomic import atomic_write_bytes, sha256_bytes
 
 FORMAT_VERSION: Literal[1] = 1
 MANIFEST_FILE = "manifest.json"
@@ -181,14 +181,19 @@ def write_manifest(model_dir: Path, manifest: Manifest) -> None:
     atomic_write_bytes(Path(model_dir) / MANIFEST_FILE, data)
 
 
-def verified_snapshot_path(model_dir: Path, entry: SnapshotEntry) -> Path:
-    """The snapshot's path, after checking it exists and its sha256 matches the manifest."""
+def read_snapshot(model_dir: Path, entry: SnapshotEntry) -> bytes:
+    """The snapshot's bytes, after checking they match the manifest's sha256.
+
+    The checksum is computed on the very bytes returned, so nothing can change between
+    the check and their use."""
     path = Path(model_dir) / entry.file
-    if not path.is_file():
-        raise ManifestError(f"{path}: listed in the manifest but missing")
-    digest = sha256_file(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: listed in the manifest but missing") from None
+    digest = sha256_bytes(data)
     if digest != entry.sha256:
         raise ManifestError(
             f"{path}: sha256 {digest[:12]}… does not match the manifest's {entry.sha256[:12]}…"
         )
-    return path
+    return data

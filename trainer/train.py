@@ -7,8 +7,12 @@ beside training makes two OpenMP teams compete for the cores, which cost far mor
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +107,28 @@ def evaluate(
     return Evaluation(torch.cat(probs), float(nll) / len(x), float(correct) / len(x))
 
 
+@contextlib.contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """Turn SIGINT/SIGTERM into a request to stop at the next iteration boundary, never in
+    the middle of a C++ call or a write. A second Ctrl-C interrupts at once."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if requested.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 @torch.no_grad()
 def measure_lipschitz(model: Normalized, x: torch.Tensor, batch_size: int) -> tuple[float, float]:
     """(K_z, max‖W‖): the largest Frobenius norm of a batch's penultimate activations over
@@ -185,6 +211,7 @@ class Trainer:
         )
         self.cycle_at = {step: i + 1 for i, step in enumerate(self.plan.snapshot_steps)}
         self.history = History()
+        self.stop = threading.Event()
         self.epoch, self.step = 0, 0
         if resume_state is not None:
             self._restore(resume_state)
@@ -294,7 +321,7 @@ class Trainer:
             console=self.console,
             disable=cfg.quiet or not self.rt.is_main or not sys.stderr.isatty(),
         )
-        with progress:
+        with progress, stop_requests() as self.stop:
             task = progress.add_task(
                 "training",
                 total=plan.total_iterations,
@@ -342,6 +369,8 @@ class Trainer:
             self.history.lr.append(lr)
             self.step += 1
             self.schedule.on_iteration_end()
+            if self.stop.is_set():
+                raise KeyboardInterrupt  # resume restarts from the last epoch's checkpoint
             loss_sum += loss.detach()
             if self.step % 50 == 0:
                 progress.update(task, loss=float(loss.detach()))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from server.atomic import atomic_write_bytes, atomic_writer, sha256_file
-from server.manifest import read_manifest, verified_snapshot_path
+from server.manifest import read_manifest, read_snapshot
 from tests.conftest import ROOT
 
 CRASH_DURING_SNAPSHOT = """
@@ -51,7 +51,7 @@ def test_a_snapshot_killed_mid_write_is_never_listed(trained_digits: Path, tmp_p
     after = read_manifest(folder)
     assert after.snapshots == before.snapshots  # the half-written file is not listed
     for entry in after.snapshots:
-        verified_snapshot_path(folder, entry)
+        read_snapshot(folder, entry)
     leftovers = list((folder / "snapshots").glob(".tmp-*"))
     assert len(leftovers) == 1 and leftovers[0].stat().st_size == 50_000
     assert not (folder / "snapshots" / "003.onnx").read_bytes().startswith(b"x")
@@ -87,7 +87,7 @@ def test_tampered_snapshot_is_detected(trained_digits: Path, tmp_path: Path) -> 
     from server.manifest import ManifestError
 
     with pytest.raises(ManifestError, match="does not match the manifest"):
-        verified_snapshot_path(folder, entry)
+        read_snapshot(folder, entry)
     assert sha256_file(path) != entry.sha256
 
 
@@ -124,6 +124,6 @@ def test_ddp_on_cpu_with_gloo_and_torchrun(tmp_path: Path) -> None:
     assert manifest.training["budget"]["iterations_per_epoch"] == (1617 // 2) // 64
     assert len(manifest.snapshots) == 2
     for entry in manifest.snapshots:
-        verified_snapshot_path(tmp_path / "ddp", entry)
+        read_snapshot(tmp_path / "ddp", entry)
     assert manifest.snapshots[-1].val_accuracy > 0.9
     assert result.stdout.count("snapshots") == 1  # only rank 0 reports and writes

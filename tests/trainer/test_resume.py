@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from server.manifest import ManifestError, read_manifest, verified_snapshot_path
+from server.manifest import ManifestError, read_manifest, read_snapshot
 from tests.conftest import ROOT, run_trainer_process
 
 # SGDR with T_mult = 2 (periods of 1, 2, 4, 8, 16 epochs): the case where rebuilding
@@ -48,7 +48,7 @@ def assert_repository_valid(folder: Path) -> int:
     """Every snapshot the manifest lists is complete and matches its checksum."""
     manifest = read_manifest(folder)
     for entry in manifest.snapshots:
-        verified_snapshot_path(folder, entry)
+        read_snapshot(folder, entry)
     return len(manifest.snapshots)
 
 

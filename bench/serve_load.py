@@ -1,0 +1,306 @@
+"""Serving throughput and latency: the HTTP server against raw in-process onnxruntime.
+
+    python bench/serve_load.py [--seconds 8] [--repository DIR --model NAME]
+
+Serves a CIFAR-10 ResNet-20 ensemble of 5 snapshots (trained briefly on a CIFAR-10
+subset from ../shared the first time, or on synthetic images where that is absent;
+throughput does not depend on accuracy) and measures, on loopback:
+- single-image requests at concurrency 1, 8 and 32, and batch-64 requests;
+- for: the server with the fused graph and dynamic batching; the server with one
+  session per snapshot and no batching; and raw in-process onnxruntime running the same
+  fused graph on batches of the same size (the limit: no HTTP, no queue).
+Requests are Open Inference Protocol v2 with binary tensors, as tritonclient sends them,
+from an asyncio load generator holding one keep-alive connection per concurrent client;
+each run is bounded in time and stops by itself. Prints images/s and p50/p99 latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from server.runtime import EnsembleRuntime  # noqa: E402
+from server.settings import RuntimeSettings  # noqa: E402
+
+CIFAR_ZIP = ROOT.parent / "shared" / "data" / "cifar10" / "train.zip"
+BENCH_REPO = ROOT / ".cache" / "bench" / "models"
+BENCH_MODEL = "cifar10-resnet20"
+HOST = "127.0.0.1"  # loopback only
+
+
+@dataclass(frozen=True)
+class Figures:
+    images_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+    def row(self) -> str:
+        return f"{self.images_per_s:8.1f} | {self.p50_ms:7.2f} | {self.p99_ms:7.2f}"
+
+
+def ensure_model(repository: Path, name: str) -> Path:
+    folder = repository / name
+    if (folder / "manifest.json").is_file():
+        return folder
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "train.npz"
+        if CIFAR_ZIP.is_file():
+            from trainer.data import load_image_folder, stratified_split
+
+            full = load_image_folder(CIFAR_ZIP, None, None)
+            _, keep = stratified_split(full.y, 0.05, seed=0)
+            np.savez(
+                data, x=full.x[keep].numpy(), y=full.y[keep].numpy(), classes=np.array(full.classes)
+            )
+            print(f"training the bench ensemble on {len(keep)} CIFAR-10 images", flush=True)
+        else:
+            print(
+                f"{CIFAR_ZIP} not found: training the bench ensemble on synthetic 32x32 images",
+                flush=True,
+            )
+            rng = np.random.default_rng(0)
+            np.savez(
+                data,
+                x=rng.integers(0, 256, (2500, 3, 32, 32), dtype=np.uint8),
+                y=rng.integers(0, 10, 2500),
+            )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "trainer",
+                "--dataset",
+                "npz",
+                "--data",
+                str(data),
+                "--arch",
+                "resnet20",
+                "--epochs",
+                "5",
+                "--cycles",
+                "5",
+                "--batch-size",
+                "128",
+                "--repository",
+                str(repository),
+                "--name",
+                name,
+                "--quiet",
+            ],
+            cwd=ROOT,
+            check=True,
+        )
+    return folder
+
+
+def v2_request(model: str, x: np.ndarray) -> bytes:
+    """A complete HTTP/1.1 request: v2 JSON header + binary FP32 tensor, binary outputs."""
+    x = x.astype(np.float32)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "outputs": [
+                {"name": "label", "parameters": {"binary_data": True}},
+                {"name": "probabilities", "parameters": {"binary_data": True}},
+                {"name": "mutual_information", "parameters": {"binary_data": True}},
+            ],
+        }
+    ).encode()
+    body = header + x.tobytes()
+    return (
+        f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {HOST}\r\n"
+        "Content-Type: application/octet-stream\r\n"
+        f"Inference-Header-Content-Length: {len(header)}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def _client(port: int, request: bytes, until: float, latencies: list[float]) -> None:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        while time.perf_counter() < until:
+            started = time.perf_counter()
+            writer.write(request)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            if b" 200 " not in status:
+                raise RuntimeError(f"server answered {status!r}")
+            latencies.append(time.perf_counter() - started)
+    finally:
+        writer.close()
+
+
+def load(port: int, request: bytes, concurrency: int, rows: int, seconds: float) -> Figures:
+    latencies: list[float] = []
+
+    async def run() -> None:
+        until = time.perf_counter() + seconds
+        await asyncio.gather(
+            *(_client(port, request, until, latencies) for _ in range(concurrency))
+        )
+
+    asyncio.run(_client(port, request, time.perf_counter() + 0.5, []))  # warm-up
+    started = time.perf_counter()
+    asyncio.run(run())
+    elapsed = time.perf_counter() - started
+    return summarize(latencies, rows, elapsed)
+
+
+def summarize(latencies: list[float], rows: int, elapsed: float) -> Figures:
+    ms = sorted(1000 * v for v in latencies)
+    return Figures(
+        rows * len(ms) / elapsed, statistics.median(ms), ms[min(len(ms) - 1, int(0.99 * len(ms)))]
+    )
+
+
+def raw(folder: Path, batch: int, seconds: float) -> Figures:
+    """In-process onnxruntime on the fused graph: batches back to back."""
+    runtime = EnsembleRuntime.load(folder, None, RuntimeSettings(execution="fused"))
+    x = np.random.default_rng(0).uniform(0, 255, (batch, 3, 32, 32)).astype(np.float32)
+    runtime.run(x)
+    latencies = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        t = time.perf_counter()
+        runtime.run(x)
+        latencies.append(time.perf_counter() - t)
+    return summarize(latencies, batch, time.perf_counter() - started)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(repository: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--repository",
+            str(repository),
+            "--port",
+            str(port),
+            "--poll-interval-s",
+            "0",
+            "--log-level",
+            "warning",
+            *flags,
+        ],
+        cwd=ROOT,
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return process, port
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the server did not become ready")
+
+
+SCENARIOS = [
+    ("1 image, concurrency 1", 1, 1),
+    ("1 image, concurrency 8", 8, 1),
+    ("1 image, concurrency 32", 32, 1),
+    ("64 images, concurrency 1", 1, 64),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--repository", type=Path, default=BENCH_REPO)
+    parser.add_argument("--model", default=BENCH_MODEL)
+    opts = parser.parse_args()
+    folder = ensure_model(opts.repository, opts.model)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    print(
+        f"model {opts.model}: {manifest['training']['architecture']}, "
+        f"{len(manifest['snapshots'])} snapshots, "
+        f"{os.cpu_count()} CPU cores, {opts.seconds:g} s per measurement",
+        flush=True,
+    )
+    rng = np.random.default_rng(0)
+    results: dict[tuple[str, str], Figures] = {}
+    configs = [
+        ("fused + dynamic batching", ("--execution", "fused", "--max-batch-size", "64")),
+        ("per-member, no batching", ("--execution", "per-member", "--max-batch-size", "1")),
+    ]
+    for label, flags in configs:
+        process, port = serve(opts.repository, *flags)
+        try:
+            for scenario, concurrency, rows in SCENARIOS:
+                request = v2_request(opts.model, rng.uniform(0, 255, (rows, 3, 32, 32)))
+                results[(label, scenario)] = load(port, request, concurrency, rows, opts.seconds)
+                print(f"{label:28s} {scenario:26s} {results[(label, scenario)].row()}", flush=True)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    for scenario, concurrency, rows in SCENARIOS:
+        results[("raw onnxruntime, in-process", scenario)] = raw(
+            folder, concurrency * rows, opts.seconds
+        )
+        print(
+            f"{'raw onnxruntime, in-process':28s} {scenario:26s} "
+            f"{results[('raw onnxruntime, in-process', scenario)].row()}",
+            flush=True,
+        )
+
+    print("\n| scenario | path | images/s | p50 ms | p99 ms |\n|---|---|---|---|---|")
+    for scenario, _, _ in SCENARIOS:
+        for label in (
+            "fused + dynamic batching",
+            "per-member, no batching",
+            "raw onnxruntime, in-process",
+        ):
+            f = results[(label, scenario)]
+            print(
+                f"| {scenario} | {label} | {f.images_per_s:.1f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} |"
+            )
+    fused32 = results[("fused + dynamic batching", "1 image, concurrency 32")].images_per_s
+    raw32 = results[("raw onnxruntime, in-process", "1 image, concurrency 32")].images_per_s
+    fused1 = results[("fused + dynamic batching", "1 image, concurrency 1")].images_per_s
+    member1 = results[("per-member, no batching", "1 image, concurrency 1")].images_per_s
+    print(f"\nserver at concurrency 32 / raw in-process at batch 32: {fused32 / raw32:.2f}")
+    print(f"fused / per-member, single images at concurrency 1: {fused1 / member1:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Calibration and uncertainty metrics for the CIFAR-10 experiment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from server.ensemble import combine, error_rate, negative_log_likelihood
+
+ECE_BINS = 15
+
+
+def reliability(
+    probabilities: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS
+) -> dict[str, Any]:
+    """Per-bin confidence, accuracy and count over equal-width confidence bins."""
+    confidence = probabilities.max(axis=-1)
+    correct = probabilities.argmax(axis=-1) == targets
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = which == b
+        rows.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "count": int(mask.sum()),
+                "confidence": float(confidence[mask].mean()) if mask.any() else None,
+                "accuracy": float(correct[mask].mean()) if mask.any() else None,
+            }
+        )
+    return {"bins": rows}
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """Σ_b (n_b/N)·|accuracy_b − confidence_b| over equal-width confidence bins (Guo et al.)."""
+    total = len(targets)
+    return float(
+        sum(
+            row["count"] / total * abs(row["accuracy"] - row["confidence"])
+            for row in reliability(probabilities, targets, bins)["bins"]
+            if row["count"]
+        )
+    )
+
+
+def brier_score(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over inputs of Σ_k (p_k − 1[k = y])²."""
+    onehot = np.eye(probabilities.shape[-1])[targets]
+    return float(((probabilities - onehot) ** 2).sum(axis=-1).mean())
+
+
+def evaluate_members(member_probs: np.ndarray, targets: np.ndarray) -> list[dict[str, Any]]:
+    """Metrics of the ensemble of the last m members for m = 1..M."""
+    rows = []
+    for m in range(1, len(member_probs) + 1):
+        result = combine(member_probs[-m:])
+        p = result.probabilities
+        wrong = p.argmax(axis=-1) != targets
+        # How well mutual information separates the ensemble's mistakes from its correct
+        # answers; undefined for one member (MI is 0) or without both outcomes.
+        auroc = (
+            float(roc_auc_score(wrong, result.mutual_information))
+            if m > 1 and 0 < wrong.sum() < len(wrong)
+            else None
+        )
+        rows.append(
+            {
+                "m": m,
+                "error": error_rate(p, targets),
+                "nll": negative_log_likelihood(p, targets),
+                "ece": expected_calibration_error(p, targets),
+                "brier": brier_score(p, targets),
+                "auroc_mutual_information": auroc,
+                "mean_mutual_information": float(result.mutual_information.mean()),
+            }
+        )
+    return rows

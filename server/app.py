@@ -1,0 +1,66 @@
+"""The FastAPI application: routes per protocol, one error handler set, the repository
+loaded in the background at start so liveness answers at once and readiness follows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from server import __version__
+from server.auth import ApiKeyMiddleware
+from server.errors import install_handlers
+from server.metrics import Metrics
+from server.middleware import RequestContext
+from server.model_repository import ModelRepository
+from server.protocol import v1_endpoints, v2_endpoints
+from server.settings import ServerSettings
+
+log = logging.getLogger("snapens.server")
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    metrics = Metrics()
+    repository = ModelRepository(settings, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.get_running_loop().create_task(repository.start(), name="initial-load")
+        try:
+            yield
+        finally:
+            if not loading.done():
+                loading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loading
+            await repository.close()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="snapens",
+        version=__version__,
+        summary="A snapshot ensemble server: averaged softmax of the last m snapshots, "
+        "with how much they disagree.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.repository = repository
+    app.state.metrics = metrics
+    install_handlers(app)
+    app.include_router(v2_endpoints.health)
+    app.include_router(v2_endpoints.router)
+    app.include_router(v1_endpoints.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    # Added last, so it runs first: every response, a 401 included, is counted and logged.
+    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,137 @@
+"""Dynamic batching: concurrent requests for a model wait (at most `max_delay` after the
+first arrived) to be run together as one batch of at most `max_rows` rows, then each
+gets its own slice of the result.
+
+`session.run` releases the GIL, so the batch runs on a worker thread while the event
+loop keeps accepting requests. The runtime is looked up per batch: after a hot reload
+the next batch runs on the new snapshot set while a batch already running finishes on
+the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from server.metrics import Metrics
+from server.runtime import EnsembleRuntime, Float32Array, Prediction
+
+
+@dataclass
+class _Pending:
+    x: Float32Array
+    future: asyncio.Future[tuple[Prediction, EnsembleRuntime]]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        name: str,
+        runtime: Callable[[], EnsembleRuntime],
+        max_rows: int,
+        max_delay_s: float,
+        metrics: Metrics,
+    ) -> None:
+        self.name = name
+        self._runtime = runtime
+        self._max_rows = max_rows
+        self._max_delay = max_delay_s
+        self._metrics = metrics
+        self._pending: deque[_Pending] = deque()
+        self._rows = 0
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(
+            self._run(), name=f"batcher-{self.name}"
+        )
+
+    async def submit(self, x: Float32Array) -> tuple[Prediction, EnsembleRuntime]:
+        """The prediction for x [n, C, H, W], and the runtime (snapshot set) that made it."""
+        if self._closing:
+            raise RuntimeError("the batcher is shutting down")
+        future: asyncio.Future[tuple[Prediction, EnsembleRuntime]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending.append(_Pending(x, future))
+        self._rows += len(x)
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Finish every queued request, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._worker is not None:
+            await self._worker
+        self._executor.shutdown(wait=True)
+
+    async def _fill(self) -> None:
+        """Wait until the batch is full or the oldest request has waited max_delay."""
+        deadline = self._pending[0].enqueued + self._max_delay
+        while self._rows < self._max_rows and not self._closing:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Pending]:
+        """Requests for one batch: whole requests up to max_rows (a larger one goes alone)."""
+        batch = [self._pending.popleft()]
+        rows = len(batch[0].x)
+        while self._pending and rows + len(self._pending[0].x) <= self._max_rows:
+            item = self._pending.popleft()
+            batch.append(item)
+            rows += len(item.x)
+        self._rows -= rows
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._fill()
+            batch = self._take()
+            started = time.perf_counter()
+            for item in batch:
+                self._metrics.queue.labels(self.name).observe(started - item.enqueued)
+            runtime = self._runtime()
+            x = batch[0].x if len(batch) == 1 else np.concatenate([item.x for item in batch])
+            self._metrics.batch.labels(self.name).observe(len(x))
+            try:
+                prediction = await loop.run_in_executor(self._executor, runtime.run, x)
+            except Exception as exc:  # delivered to every waiting request
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            self._metrics.inference.labels(self.name).observe(time.perf_counter() - started)
+            offset = 0
+            for item in batch:
+                n = len(item.x)
+                part = Prediction(
+                    prediction.member_probs[:, offset : offset + n],
+                    prediction.mean[offset : offset + n],
+                )
+                offset += n
+                if not item.future.done():  # a client may have gone away
+                    item.future.set_result((part, runtime))

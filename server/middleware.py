@@ -1,0 +1,95 @@
+"""One ASGI middleware for every request: a request id (from X-Request-ID or new), the
+body-size limit, Prometheus counts and latencies by route template, and an access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import PayloadTooLarge, error_response
+from server.logs import request_id
+from server.metrics import Metrics
+
+access = logging.getLogger("snapens.access")
+
+
+class BodyTooLarge(PayloadTooLarge):
+    pass
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.limit = max_body_bytes
+
+    @staticmethod
+    def _route(scope: Scope) -> str:
+        """The matched route's template (bounded label cardinality); the router records it
+        in the scope it shares with us."""
+        return str(getattr(scope.get("route"), "path", "unmatched"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+            return message
+
+        try:
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.limit:
+                response = error_response(
+                    413,
+                    f"request body of {int(declared)} bytes exceeds the limit of "
+                    f"{self.limit} bytes",
+                )
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, limited_receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = self._route(scope)
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(elapsed)
+            access.info(
+                "%s %s %d",
+                method,
+                scope["path"],
+                status,
+                extra={
+                    "fields": {
+                        "method": method,
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round(1000 * elapsed, 2),
+                    }
+                },
+            )
+            request_id.reset(token)

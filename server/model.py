@@ -1,0 +1,135 @@
+"""One served model: its current snapshot set, the batcher in front of it, and its
+(re)loading. A new set is loaded and checked off the event loop, then swapped in with
+one assignment, so readiness never drops and requests in flight finish on the old set.
+A set that fails its checks is never swapped in; the old one keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.batching import DynamicBatcher
+from server.ensemble import EnsembleResult, combine
+from server.errors import BadRequest, NotReady
+from server.manifest import MANIFEST_FILE, ManifestError, utc_now
+from server.metrics import Metrics
+from server.runtime import EnsembleRuntime, Float32Array, RuntimeLoadError
+from server.settings import ServerSettings
+
+log = logging.getLogger("snapens.model")
+
+
+def manifest_stamp(model_dir: Path) -> tuple[int, int] | None:
+    """What changes when the trainer rewrites the manifest (it is replaced atomically)."""
+    try:
+        stat = (model_dir / MANIFEST_FILE).stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino
+
+
+@dataclass(frozen=True)
+class Answer:
+    result: EnsembleResult
+    runtime: EnsembleRuntime  # the snapshot set that answered
+    members: list[int]  # cycles of the members used
+    member_probs: Float32Array  # [m, N, K] of those members
+
+
+class ServedModel:
+    def __init__(
+        self, name: str, model_dir: Path, settings: ServerSettings, metrics: Metrics
+    ) -> None:
+        self.name = name
+        self.model_dir = model_dir
+        self.settings = settings
+        self.metrics = metrics
+        self.runtime: EnsembleRuntime | None = None
+        self.stamp: tuple[int, int] | None = None
+        self.last_load: dict[str, Any] = {"status": "pending"}
+        self._lock = asyncio.Lock()
+        self.batcher = DynamicBatcher(
+            name,
+            self._current,
+            settings.max_batch_size,
+            settings.max_queue_delay_ms / 1000,
+            metrics,
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.runtime is not None
+
+    def _current(self) -> EnsembleRuntime:
+        if self.runtime is None:
+            raise NotReady(f"model {self.name!r} is not ready")
+        return self.runtime
+
+    async def load(self) -> bool:
+        """Load the manifest's current last-m set and swap it in; False (and the old set
+        kept) if it fails its checks."""
+        async with self._lock:
+            stamp = manifest_stamp(self.model_dir)
+            try:
+                runtime = await asyncio.to_thread(
+                    EnsembleRuntime.load, self.model_dir, self.settings.m, self.settings
+                )
+            except (ManifestError, RuntimeLoadError) as exc:
+                self.stamp = stamp  # do not retry the same broken manifest on every poll
+                self.last_load = {"status": "failed", "at": utc_now(), "error": str(exc)}
+                self.metrics.reloads.labels(self.name, "failed").inc()
+                kept = "keeps serving the previous set" if self.runtime else "is not ready"
+                log.error("loading %s failed, %s: %s", self.name, kept, exc)
+                return False
+            self.runtime, self.stamp = runtime, stamp  # the swap
+            self.last_load = {
+                "status": "loaded",
+                "at": utc_now(),
+                "snapshots": [e.cycle for e in runtime.members],
+            }
+            self.metrics.reloads.labels(self.name, "loaded").inc()
+            self.metrics.snapshots.labels(self.name).set(runtime.m)
+            return True
+
+    def changed_on_disk(self) -> bool:
+        return manifest_stamp(self.model_dir) != self.stamp
+
+    async def predict(self, x: Float32Array, m: int | None) -> Answer:
+        """The ensemble's answer for x [n, C, H, W], from the last m loaded snapshots."""
+        runtime = self._current()
+        if m is not None and not 1 <= m <= runtime.m:
+            raise BadRequest(f"m must be between 1 and {runtime.m} (the snapshots loaded), got {m}")
+        prediction, used = await self.batcher.submit(x)
+        take = min(m or used.m, used.m)
+        members = prediction.member_probs[-take:]
+        mean = prediction.mean if take == used.m else members.mean(axis=0)
+        result = combine(members, mean=mean)
+        for value in result.mutual_information:
+            self.metrics.mutual_information.labels(self.name).observe(float(value))
+        return Answer(result, used, [e.cycle for e in used.members[-take:]], members)
+
+    def describe(self) -> dict[str, Any]:
+        """What the metadata endpoints report about the served set."""
+        runtime = self.runtime
+        info: dict[str, Any] = {"ready": self.ready, "last_load": self.last_load}
+        if runtime is not None:
+            info |= {
+                "m": runtime.m,
+                "snapshots": [
+                    {
+                        "cycle": e.cycle,
+                        "epoch": e.epoch,
+                        "val_accuracy": e.val_accuracy,
+                        "sha256": e.sha256,
+                    }
+                    for e in runtime.members
+                ],
+                "execution": runtime.execution,
+                "providers": runtime.providers,
+                "warnings": runtime.warnings,
+                "training_state": runtime.manifest.state,
+            }
+        return info

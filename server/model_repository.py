@@ -1,0 +1,108 @@
+"""The served repository: every model folder under the repository path, loaded at start,
+and kept current while trainers write new snapshots (manifest polling or an explicit
+load request)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from server.errors import NotFound
+from server.manifest import MANIFEST_FILE
+from server.metrics import Metrics
+from server.model import ServedModel
+from server.settings import ServerSettings
+
+log = logging.getLogger("snapens.repository")
+
+
+class ModelRepository:
+    def __init__(self, settings: ServerSettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.root = Path(settings.repository)
+        self.models: dict[str, ServedModel] = {}
+        self.started = False
+        self._poller: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Ready once the first scan has loaded, and at least one model can answer."""
+        return self.started and any(model.ready for model in self.models.values())
+
+    def folders(self) -> dict[str, Path]:
+        if not self.root.is_dir():
+            return {}
+        return {
+            p.name: p
+            for p in sorted(self.root.iterdir())
+            if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_FILE).is_file()
+        }
+
+    async def start(self) -> None:
+        await self.refresh()
+        self.started = True
+        if self.settings.poll_interval_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(
+                self._poll(), name="manifest-poller"
+            )
+        log.info(
+            "serving %d model(s) from %s: %s",
+            len(self.models),
+            self.root,
+            ", ".join(
+                f"{n} ({'ready' if m.ready else 'not ready'})" for n, m in self.models.items()
+            ),
+        )
+
+    async def refresh(self) -> None:
+        """Add new model folders and reload those whose manifest changed."""
+        for name, folder in self.folders().items():
+            model = self.models.get(name)
+            if model is None:
+                model = self._add(name, folder)
+                await model.load()
+            elif model.changed_on_disk():
+                log.info("manifest of %s changed: loading the new snapshot set", name)
+                await model.load()
+
+    async def load(self, name: str) -> ServedModel:
+        """Explicit (re)load of one model, as the repository extension's load request."""
+        model = self.models.get(name)
+        if model is None:
+            folder = self.folders().get(name)
+            if folder is None:
+                raise NotFound(f"no model folder {name!r} with a manifest in {self.root}")
+            model = self._add(name, folder)
+        await model.load()
+        return model
+
+    def get(self, name: str) -> ServedModel:
+        model = self.models.get(name)
+        if model is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise NotFound(f"unknown model {name!r} (models: {known})")
+        return model
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await asyncio.gather(*(model.batcher.close() for model in self.models.values()))
+
+    def _add(self, name: str, folder: Path) -> ServedModel:
+        model = ServedModel(name, folder, self.settings, self.metrics)
+        model.batcher.start()
+        self.models[name] = model
+        return model
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # never let a bad folder stop the poller
+                log.exception("polling the repository failed")

@@ -1,0 +1,44 @@
+"""Turning what a client sent into the model's input batch, with one clear error per
+problem naming what was expected."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from server.errors import BadRequest, PayloadTooLarge
+from server.manifest import InputSpec
+from server.runtime import Float32Array
+
+# Open Inference Protocol datatypes and their numpy types.
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(bool),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+
+
+def expected_shape(spec: InputSpec) -> str:
+    return f"[N, {spec.channels}, {spec.height}, {spec.width}]"
+
+
+def check_batch(x: np.ndarray, spec: InputSpec, max_rows: int, what: str) -> Float32Array:
+    """x as a float32 [N, C, H, W] batch, or the reason it is not one."""
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(spec.shape[1:]):
+        raise BadRequest(f"{what} has shape {list(x.shape)}; expected {expected_shape(spec)}")
+    if len(x) == 0:
+        raise BadRequest(f"{what} is an empty batch; send at least one row")
+    if len(x) > max_rows:
+        raise PayloadTooLarge(f"{what} has {len(x)} rows; at most {max_rows} per request")
+    batch = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(batch).all():
+        raise BadRequest(f"{what} contains NaN or infinity; expected finite pixel values")
+    return batch

@@ -1,0 +1,223 @@
+"""The ensemble runtime on onnxruntime: the last m snapshots of one model folder, loaded
+and checked, ready to turn a batch of pixels into member probabilities.
+
+Shared by the HTTP server and the batch scorer. Two execution paths give the same
+numbers: `fused` (one graph, one session.run per batch; see server.fusion) and
+`per-member` (one session per snapshot, kept for comparison).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import onnxruntime as ort
+
+from server.ensemble import softmax
+from server.fusion import MEMBER_PROBABILITIES, PROBABILITIES, fuse
+from server.manifest import Manifest, ManifestError, SnapshotEntry, read_manifest, read_snapshot
+from server.settings import RuntimeSettings
+
+log = logging.getLogger("snapens.runtime")
+
+TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+GPU_PROVIDERS = (TENSORRT, CUDA)
+PREFERENCE = {
+    "auto": [TENSORRT, CUDA, CPU],
+    "tensorrt": [TENSORRT, CUDA, CPU],
+    "cuda": [CUDA, CPU],
+    "cpu": [CPU],
+}
+OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+Float32Array = npt.NDArray[np.float32]
+
+
+class RuntimeLoadError(Exception):
+    """A snapshot set that cannot be served (bad files, a graph onnxruntime rejects)."""
+
+
+@cache
+def gpu_driver_present() -> bool:
+    """Whether an NVIDIA driver can be loaded at all; without one a GPU provider cannot work."""
+    if sys.platform != "linux":
+        return True  # no cheap check: let onnxruntime try
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def choose_providers(choice: str) -> tuple[list[str], list[str]]:
+    """(providers to ask onnxruntime for, problems worth a loud warning)."""
+    available = set(ort.get_available_providers())
+    wanted = PREFERENCE[choice]
+    problems = []
+    missing = [p for p in wanted if p in GPU_PROVIDERS and p not in available]
+    if choice != "auto" and missing:
+        problems.append(
+            f"--providers {choice} asked for {', '.join(missing)}, which this onnxruntime "
+            "build lacks (install onnxruntime-gpu)"
+        )
+    usable = [p for p in wanted if p in available]
+    if any(p in GPU_PROVIDERS for p in usable) and not gpu_driver_present():
+        if choice != "auto":
+            problems.append(
+                f"--providers {choice}: no NVIDIA driver (libcuda.so.1) on this machine"
+            )
+        usable = [p for p in usable if p not in GPU_PROVIDERS]
+    return usable or [CPU], problems
+
+
+def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.graph_optimization_level = OPTIMIZATION[settings.graph_optimization]
+    options.execution_mode = (
+        ort.ExecutionMode.ORT_PARALLEL
+        if settings.parallel_execution
+        else ort.ExecutionMode.ORT_SEQUENTIAL
+    )
+    options.log_severity_level = 3
+    return options
+
+
+def _provider_options(providers: list[str], settings: RuntimeSettings) -> list[dict[str, str]]:
+    options = []
+    for provider in providers:
+        if provider == TENSORRT and settings.trt_cache_dir is not None:
+            options.append(
+                {
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": str(settings.trt_cache_dir),
+                }
+            )
+        else:
+            options.append({})
+    return options
+
+
+@dataclass(frozen=True)
+class Prediction:
+    member_probs: Float32Array  # [m, N, K]
+    mean: Float32Array  # [N, K]
+
+
+@dataclass
+class EnsembleRuntime:
+    """The last m snapshots of one model, on onnxruntime sessions."""
+
+    model_dir: Path
+    manifest: Manifest
+    members: list[SnapshotEntry]
+    execution: str
+    sessions: list[ort.InferenceSession]
+    providers: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def m(self) -> int:
+        return len(self.members)
+
+    @classmethod
+    def load(cls, model_dir: Path, m: int | None, settings: RuntimeSettings) -> EnsembleRuntime:
+        """Load and check the last m snapshots (m: the manifest's default_m when None; at most
+        the number there are). Raises ManifestError or RuntimeLoadError saying why."""
+        model_dir = Path(model_dir)
+        manifest = read_manifest(model_dir)
+        if not manifest.snapshots:
+            raise ManifestError(f"{model_dir}: no snapshots yet (state {manifest.state})")
+        wanted = m or manifest.default_m
+        members = manifest.last(min(wanted, len(manifest.snapshots)))
+        warnings = []
+        if wanted > len(members):
+            warnings.append(
+                f"asked for m={wanted}, the manifest lists {len(members)} snapshots: serving those"
+            )
+        graphs = []
+        for entry in members:
+            data = read_snapshot(model_dir, entry)
+            try:
+                graphs.append(onnx.load_from_string(data))
+            except Exception as exc:  # the protobuf parser raises several types
+                raise RuntimeLoadError(
+                    f"{model_dir / entry.file}: not a valid ONNX graph ({exc})"
+                ) from None
+
+        providers, problems = choose_providers(settings.providers)
+        options = session_options(settings)
+        provider_options = _provider_options(providers, settings)
+        io = manifest.input.name, manifest.output.name
+        try:
+            if settings.execution == "fused":
+                fused = fuse(graphs, *io).SerializeToString()
+                sessions = [ort.InferenceSession(fused, options, providers, provider_options)]
+            else:
+                sessions = [
+                    ort.InferenceSession(
+                        g.SerializeToString(), options, providers, provider_options
+                    )
+                    for g in graphs
+                ]
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise RuntimeLoadError(
+                f"{model_dir}: onnxruntime cannot load the snapshots: {exc}"
+            ) from None
+
+        got = sessions[0].get_providers()
+        asked_gpu = [p for p in providers if p in GPU_PROVIDERS]
+        if asked_gpu and not any(p in got for p in asked_gpu):
+            problems.append(
+                f"asked for {', '.join(asked_gpu)} but the session got {', '.join(got)}: "
+                "running on the CPU"
+            )
+        for problem in problems:
+            log.warning("GPU NOT IN USE for %s: %s", manifest.name, problem)
+        runtime = cls(
+            model_dir, manifest, members, settings.execution, sessions, got, warnings + problems
+        )
+        runtime.run(
+            np.zeros((1, *manifest.input.shape[1:]), dtype=np.float32)
+        )  # fail now, not later
+        log.info(
+            "loaded %s: snapshots %s (%s) on %s",
+            manifest.name,
+            [e.cycle for e in members],
+            settings.execution,
+            ", ".join(got),
+        )
+        return runtime
+
+    def run(self, x: Float32Array) -> Prediction:
+        """Member probabilities and their mean for a batch x [N, C, H, W] of raw pixels."""
+        feed = {self.manifest.input.name: x}
+        if self.execution == "fused":
+            member_probs, mean = self.sessions[0].run([MEMBER_PROBABILITIES, PROBABILITIES], feed)
+            return Prediction(member_probs, mean)
+        output = self.manifest.output.name
+        stacked = np.stack([softmax(s.run([output], feed)[0]) for s in self.sessions]).astype(
+            np.float32
+        )
+        return Prediction(stacked, stacked.mean(axis=0))
+
+    def predict_members(
+        self, x: Float32Array, m: int | None = None, batch_size: int = 256
+    ) -> Float32Array:
+        """[m, N, K] member probabilities of the last m loaded members, in batches."""
+        parts = [self.run(x[i : i + batch_size]).member_probs for i in range(0, len(x), batch_size)]
+        members = np.concatenate(parts, axis=1)
+        return members[-(m or self.m) :]

@@ -1,0 +1,132 @@
+"""A real uvicorn server on a free loopback port, serving a copy of a trained repository."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from sklearn.datasets import load_digits
+
+from server.app import create_app
+from server.settings import ServerSettings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    settings: ServerSettings
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def address(self) -> str:
+        """host:port, as tritonclient takes it."""
+        return self.url.removeprefix("http://")
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def start_server(repository: Path, **overrides: Any) -> LiveServer:
+    values: dict[str, Any] = {
+        "repository": repository,
+        "port": free_port(),
+        "log_format": "text",
+        "poll_interval_s": 0.2,
+        **overrides,
+    }
+    settings = ServerSettings(**values)
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{settings.port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/v2/health/live", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    else:
+        raise RuntimeError("the server did not start")
+    live = LiveServer(url, settings, server, thread)
+    wait_until(
+        lambda: (
+            httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200
+            or not any(repository.iterdir())
+        ),
+        timeout=60,
+    )
+    return live
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def digits_repo(trained_digits: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the session's trained digits repository."""
+    repo = tmp_path / "models"
+    shutil.copytree(trained_digits, repo / "digits", ignore=shutil.ignore_patterns("checkpoint"))
+    return repo
+
+
+@pytest.fixture
+def serve(digits_repo: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start a server on the digits repository (or another) with setting overrides."""
+    started: list[LiveServer] = []
+
+    def run(repository: Path | None = None, **overrides: Any) -> LiveServer:
+        live = start_server(repository or digits_repo, **overrides)
+        started.append(live)
+        return live
+
+    yield run
+    for live in started:
+        live.stop()
+
+
+@pytest.fixture
+def server(serve: Callable[..., LiveServer]) -> LiveServer:
+    return serve()
+
+
+@pytest.fixture(scope="session")
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """Digit images [N, 1, 8, 8] float32 in 0..16 and their labels."""
+    data = load_digits()
+    return data.images[:, None].astype(np.float32), data.target

@@ -1,0 +1,179 @@
+"""Hot reload: new snapshot sets swap in while requests flow, and bad ones are kept out."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from server.manifest import read_manifest
+from tests.conftest import ROOT
+from tests.server.conftest import LiveServer, wait_until
+
+
+def test_hot_reload_while_the_trainer_writes_snapshots(
+    serve: Callable[..., LiveServer], tmp_path: Path, digit_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    repo = tmp_path / "live"
+    repo.mkdir()
+    server = serve(repo, poll_interval_s=0.1)
+    trainer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "--repository",
+            str(repo),
+            "--name",
+            "digits",
+            "--epochs",
+            "20",
+            "--cycles",
+            "5",
+            "--batch-size",
+            "32",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ready = lambda: httpx.get(f"{server.url}/v2/models/digits/ready", timeout=5).status_code == 200  # noqa: E731
+    wait_until(ready, timeout=120)
+
+    seen_sets: list[list[int]] = []
+    failures: list[str] = []
+    not_ready: list[int] = []
+    stop = threading.Event()
+    body = {"instances": digit_images[0][:4].tolist()}
+
+    def ask() -> None:
+        with server.client() as http:
+            while not stop.is_set():
+                response = http.post("/v1/models/digits:predict", json=body)
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text}")
+                else:
+                    snapshots = response.json()["snapshots"]
+                    if not seen_sets or seen_sets[-1] != snapshots:
+                        seen_sets.append(snapshots)
+
+    def watch_readiness() -> None:
+        with server.client() as http:
+            while not stop.is_set():
+                code = http.get("/v2/models/digits/ready").status_code
+                if code != 200:
+                    not_ready.append(code)
+
+    workers = [threading.Thread(target=ask) for _ in range(3)] + [
+        threading.Thread(target=watch_readiness)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        assert trainer.wait(timeout=300) == 0, trainer.stderr.read() if trainer.stderr else ""
+        wait_until(lambda: seen_sets and seen_sets[-1] == [1, 2, 3, 4, 5], timeout=30)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert failures == []  # not one request failed across the swaps
+    assert not_ready == []  # readiness never dropped
+    assert len(seen_sets) >= 2  # answers came from growing snapshot sets
+    assert all(len(a) <= len(b) for a, b in itertools.pairwise(seen_sets))
+    with server.client() as http:
+        meta = http.get("/v2/models/digits").json()["parameters"]
+    assert meta["m"] == 5 and meta["training_state"] == "complete"
+
+
+def _add_snapshot(folder: Path, data: bytes, digest: str) -> None:
+    """Extend the manifest with a sixth snapshot, as the trainer would."""
+    (folder / "snapshots" / "006.onnx").write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = dict(
+        manifest["snapshots"][-1],
+        file="snapshots/006.onnx",
+        cycle=6,
+        sha256=digest,
+        bytes=len(data),
+    )
+    manifest["snapshots"].append(entry)
+    tmp = folder / "manifest.json.new"
+    tmp.write_text(json.dumps(manifest))
+    tmp.replace(folder / "manifest.json")
+
+
+def test_a_set_that_fails_its_checks_is_kept_out_and_the_old_one_serves(
+    serve: Callable[..., LiveServer], digits_repo: Path, digit_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    server = serve(poll_interval_s=0.1)
+    folder = digits_repo / "digits"
+    good = (folder / "snapshots" / "005.onnx").read_bytes()
+    _add_snapshot(folder, good[:-10] + b"corrupted!", hashlib.sha256(good).hexdigest())
+
+    def load_failed() -> bool:
+        with server.client() as http:
+            return (
+                http.get("/v2/models/digits").json()["parameters"]["last_load"]["status"]
+                == "failed"
+            )
+
+    wait_until(load_failed, timeout=30)
+    with server.client() as http:
+        meta = http.get("/v2/models/digits").json()["parameters"]
+        assert "006.onnx: sha256" in meta["last_load"]["error"]
+        assert [s["cycle"] for s in meta["snapshots"]] == [
+            1,
+            2,
+            3,
+            4,
+            5,
+        ]  # the old set still serves
+        response = http.post(
+            "/v1/models/digits:predict", json={"instances": digit_images[0][:2].tolist()}
+        )
+        assert response.status_code == 200 and response.json()["snapshots"] == [1, 2, 3, 4, 5]
+        assert http.get("/v2/health/ready").status_code == 200
+        (index,) = http.post("/v2/repository/index").json()
+        assert index["state"] == "READY" and "006.onnx: sha256" in index["reason"]
+
+        # An explicit load says why it refused, and the old set keeps serving.
+        refused = http.post("/v2/repository/models/digits/load")
+        assert refused.status_code == 400 and "006.onnx: sha256" in refused.json()["error"]
+
+        (folder / "snapshots" / "006.onnx").write_bytes(good)  # the file is repaired
+        loaded = http.post("/v2/repository/models/digits/load")
+        assert loaded.status_code == 200 and loaded.json()["snapshots"] == [2, 3, 4, 5, 6]
+        response = http.post(
+            "/v1/models/digits:predict", json={"instances": digit_images[0][:2].tolist()}
+        )
+        assert response.json()["snapshots"] == [2, 3, 4, 5, 6]
+        text = http.get("/metrics").text
+        assert 'snapens_reloads_total{model="digits",outcome="failed"}' in text
+
+
+def test_models_appear_and_unknown_loads_are_404(
+    serve: Callable[..., LiveServer], digits_repo: Path, trained_digits: Path
+) -> None:
+    server = serve(poll_interval_s=0)  # polling off: only explicit loads
+    shutil.copytree(
+        trained_digits, digits_repo / "second", ignore=shutil.ignore_patterns("checkpoint")
+    )
+    with server.client() as http:
+        assert http.get("/v2/models/second").status_code == 404
+        assert http.post("/v2/repository/models/second/load").status_code == 200
+        assert http.get("/v2/models/second/ready").status_code == 200
+        assert http.get("/v1/models").json() == {"models": ["digits", "second"]}
+        missing = http.post("/v2/repository/models/third/load")
+        assert missing.status_code == 404 and "no model folder 'third'" in missing.json()["error"]
+    assert read_manifest(digits_repo / "second").name == "digits"
