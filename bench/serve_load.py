@@ -1,6 +1,6 @@
 """Serving throughput and latency: the HTTP server against raw in-process onnxruntime.
 
-    python bench/serve_load.py [--seconds 8] [--repository DIR --model NAME]
+    python bench/serve_load.py [--seconds 4] [--rounds 3] [--repository DIR --model NAME]
 
 Serves a CIFAR-10 ResNet-20 ensemble of 5 snapshots (trained briefly on a CIFAR-10
 subset from ../shared the first time, or on synthetic images where that is absent;
@@ -11,7 +11,8 @@ throughput does not depend on accuracy) and measures, on loopback:
   fused graph on batches of the same size (the limit: no HTTP, no queue).
 Requests are Open Inference Protocol v2 with binary tensors, as tritonclient sends them,
 from an asyncio load generator holding one keep-alive connection per concurrent client;
-each run is bounded in time and stops by itself. Prints images/s and p50/p99 latency.
+each run is bounded in time and stops by itself. The three paths are measured in
+interleaved rounds; prints the medians of images/s and p50/p99 latency.
 """
 
 from __future__ import annotations
@@ -243,9 +244,24 @@ SCENARIOS = [
 ]
 
 
+PATHS = ("fused + dynamic batching", "per-member, no batching", "raw onnxruntime, in-process")
+
+
+def median_figures(samples: list[Figures]) -> Figures:
+    return Figures(
+        *(
+            statistics.median(getattr(f, name) for f in samples)
+            for name in ("images_per_s", "p50_ms", "p99_ms")
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; medians are printed"
+    )
     parser.add_argument("--repository", type=Path, default=BENCH_REPO)
     parser.add_argument("--model", default=BENCH_MODEL)
     opts = parser.parse_args()
@@ -253,51 +269,50 @@ def main() -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     print(
         f"model {opts.model}: {manifest['training']['architecture']}, "
-        f"{len(manifest['snapshots'])} snapshots, "
-        f"{os.cpu_count()} CPU cores, {opts.seconds:g} s per measurement",
+        f"{len(manifest['snapshots'])} snapshots, {os.cpu_count()} CPU cores, "
+        f"{opts.rounds} rounds of {opts.seconds:g} s per measurement",
         flush=True,
     )
     rng = np.random.default_rng(0)
-    results: dict[tuple[str, str], Figures] = {}
-    configs = [
-        ("fused + dynamic batching", ("--execution", "fused", "--max-batch-size", "64")),
-        ("per-member, no batching", ("--execution", "per-member", "--max-batch-size", "1")),
-    ]
-    for label, flags in configs:
-        process, port = serve(opts.repository, *flags)
-        try:
+    requests = {
+        s: v2_request(opts.model, rng.uniform(0, 255, (rows, 3, 32, 32)))
+        for s, _, rows in SCENARIOS
+    }
+    fused, fused_port = serve(opts.repository, "--execution", "fused", "--max-batch-size", "64")
+    member, member_port = serve(
+        opts.repository, "--execution", "per-member", "--max-batch-size", "1"
+    )
+    samples: dict[tuple[str, str], list[Figures]] = {}
+    try:
+        # Interleaved rounds: the three paths of a scenario are measured back to back, so a
+        # machine whose speed drifts (a shared host) biases none of them.
+        for _ in range(opts.rounds):
             for scenario, concurrency, rows in SCENARIOS:
-                request = v2_request(opts.model, rng.uniform(0, 255, (rows, 3, 32, 32)))
-                results[(label, scenario)] = load(port, request, concurrency, rows, opts.seconds)
-                print(f"{label:28s} {scenario:26s} {results[(label, scenario)].row()}", flush=True)
-        finally:
+                measured = [
+                    load(fused_port, requests[scenario], concurrency, rows, opts.seconds),
+                    load(member_port, requests[scenario], concurrency, rows, opts.seconds),
+                    raw(folder, concurrency * rows, opts.seconds),
+                ]
+                for path, figures in zip(PATHS, measured, strict=True):
+                    samples.setdefault((path, scenario), []).append(figures)
+                    print(f"{path:28s} {scenario:26s} {figures.row()}", flush=True)
+    finally:
+        for process in (fused, member):
             process.terminate()
             process.wait(timeout=30)
-    for scenario, concurrency, rows in SCENARIOS:
-        results[("raw onnxruntime, in-process", scenario)] = raw(
-            folder, concurrency * rows, opts.seconds
-        )
-        print(
-            f"{'raw onnxruntime, in-process':28s} {scenario:26s} "
-            f"{results[('raw onnxruntime, in-process', scenario)].row()}",
-            flush=True,
-        )
-
-    print("\n| scenario | path | images/s | p50 ms | p99 ms |\n|---|---|---|---|---|")
+    results = {key: median_figures(values) for key, values in samples.items()}
+    print(f"\nmedians of {opts.rounds} interleaved rounds")
+    print("| scenario | path | images/s | p50 ms | p99 ms |\n|---|---|---|---|---|")
     for scenario, _, _ in SCENARIOS:
-        for label in (
-            "fused + dynamic batching",
-            "per-member, no batching",
-            "raw onnxruntime, in-process",
-        ):
-            f = results[(label, scenario)]
+        for path in PATHS:
+            f = results[(path, scenario)]
             print(
-                f"| {scenario} | {label} | {f.images_per_s:.1f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} |"
+                f"| {scenario} | {path} | {f.images_per_s:.1f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} |"
             )
-    fused32 = results[("fused + dynamic batching", "1 image, concurrency 32")].images_per_s
-    raw32 = results[("raw onnxruntime, in-process", "1 image, concurrency 32")].images_per_s
-    fused1 = results[("fused + dynamic batching", "1 image, concurrency 1")].images_per_s
-    member1 = results[("per-member, no batching", "1 image, concurrency 1")].images_per_s
+    fused32 = results[(PATHS[0], "1 image, concurrency 32")].images_per_s
+    raw32 = results[(PATHS[2], "1 image, concurrency 32")].images_per_s
+    fused1 = results[(PATHS[0], "1 image, concurrency 1")].images_per_s
+    member1 = results[(PATHS[1], "1 image, concurrency 1")].images_per_s
     print(f"\nserver at concurrency 32 / raw in-process at batch 32: {fused32 / raw32:.2f}")
     print(f"fused / per-member, single images at concurrency 1: {fused1 / member1:.2f}")
 

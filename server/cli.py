@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--max-batch-size", type=int, help="rows per dynamic batch (default 64)")
     add("--max-queue-delay-ms", type=float, help="longest wait to fill a batch (default 2)")
+    add("--batch-workers", type=int, help="batches in flight at once per model (default 1)")
     add("--max-request-batch", type=int, help="rows allowed in one request (default 256)")
     add("--max-body-bytes", type=int, help="request body limit (default 32 MiB)")
     add(

@@ -57,6 +57,15 @@ class EnsembleResult:
     def figures(self) -> dict[str, FloatArray]:
         return {name: getattr(self, name) for name in DISAGREEMENT_FIGURES}
 
+    def rows(self, start: int, stop: int) -> EnsembleResult:
+        """The result for inputs start..stop-1 of the batch."""
+        return EnsembleResult(
+            **{
+                name: value[:, start:stop] if name == "member_labels" else value[start:stop]
+                for name, value in vars(self).items()
+            }
+        )
+
 
 def combine(member_probs: FloatArray, mean: FloatArray | None = None) -> EnsembleResult:
     """Combine member probabilities [m, N, K] into the ensemble's answer and its disagreement.
@@ -75,7 +84,7 @@ def combine(member_probs: FloatArray, mean: FloatArray | None = None) -> Ensembl
 
     if m > 1:
         # Pairs that agree: for each class, c_k members vote for it and form c_k(c_k-1)/2 pairs.
-        counts = np.stack([(member_labels == c).sum(axis=0) for c in range(k)], axis=-1)
+        counts = (member_labels[..., None] == np.arange(k)).sum(axis=0)  # [N, K] votes
         agreeing = (counts * (counts - 1) // 2).sum(axis=-1)
         pairwise = 1.0 - agreeing / (m * (m - 1) / 2)
     else:

@@ -57,6 +57,7 @@ class ServedModel:
             settings.max_batch_size,
             settings.max_queue_delay_ms / 1000,
             metrics,
+            settings.batch_workers,
         )
 
     @property
@@ -102,11 +103,11 @@ class ServedModel:
         runtime = self._current()
         if m is not None and not 1 <= m <= runtime.m:
             raise BadRequest(f"m must be between 1 and {runtime.m} (the snapshots loaded), got {m}")
-        prediction, used = await self.batcher.submit(x)
+        answer, used = await self.batcher.submit(x)
         take = min(m or used.m, used.m)
-        members = prediction.member_probs[-take:]
-        mean = prediction.mean if take == used.m else members.mean(axis=0)
-        result = combine(members, mean=mean)
+        members = answer.prediction.member_probs[-take:]
+        # The batch already combined every loaded member; fewer members need their own figures.
+        result = answer.result if take == used.m else combine(members)
         for value in result.mutual_information:
             self.metrics.mutual_information.labels(self.name).observe(float(value))
         return Answer(result, used, [e.cycle for e in used.members[-take:]], members)

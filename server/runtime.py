@@ -20,7 +20,7 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 
-from server.ensemble import softmax
+from server.ensemble import EnsembleResult, combine, softmax
 from server.fusion import MEMBER_PROBABILITIES, PROBABILITIES, fuse
 from server.manifest import Manifest, ManifestError, SnapshotEntry, read_manifest, read_snapshot
 from server.settings import RuntimeSettings
@@ -115,6 +115,20 @@ def _provider_options(providers: list[str], settings: RuntimeSettings) -> list[d
 class Prediction:
     member_probs: Float32Array  # [m, N, K]
     mean: Float32Array  # [N, K]
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """A batch's member probabilities and the ensemble's answer from all of them."""
+
+    prediction: Prediction
+    result: EnsembleResult
+
+    def rows(self, start: int, stop: int) -> BatchAnswer:
+        part = Prediction(
+            self.prediction.member_probs[:, start:stop], self.prediction.mean[start:stop]
+        )
+        return BatchAnswer(part, self.result.rows(start, stop))
 
 
 @dataclass
@@ -213,6 +227,11 @@ class EnsembleRuntime:
             np.float32
         )
         return Prediction(stacked, stacked.mean(axis=0))
+
+    def answer(self, x: Float32Array) -> BatchAnswer:
+        """run() and the ensemble arithmetic over every loaded member."""
+        prediction = self.run(x)
+        return BatchAnswer(prediction, combine(prediction.member_probs, mean=prediction.mean))
 
     def predict_members(
         self, x: Float32Array, m: int | None = None, batch_size: int = 256

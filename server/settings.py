@@ -39,6 +39,7 @@ class ServerSettings(RuntimeSettings):
     m: int | None = Field(None, ge=1, description="snapshots to serve (default: the manifest's)")
     max_batch_size: int = Field(64, ge=1, description="rows per dynamic batch")
     max_queue_delay_ms: float = Field(2.0, ge=0, description="longest wait to fill a batch")
+    batch_workers: int = Field(1, ge=1, description="batches in flight at once per model")
     max_request_batch: int = Field(256, ge=1, description="rows allowed in one request")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="request body limit")
     poll_interval_s: float = Field(

@@ -47,7 +47,7 @@ class LiveServer:
         self.thread.join(timeout=30)
 
 
-def start_server(repository: Path, **overrides: Any) -> LiveServer:
+def start_server(repository: Path, wait_ready: bool = True, **overrides: Any) -> LiveServer:
     values: dict[str, Any] = {
         "repository": repository,
         "port": free_port(),
@@ -78,13 +78,10 @@ def start_server(repository: Path, **overrides: Any) -> LiveServer:
     else:
         raise RuntimeError("the server did not start")
     live = LiveServer(url, settings, server, thread)
-    wait_until(
-        lambda: (
-            httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200
-            or not any(repository.iterdir())
-        ),
-        timeout=60,
-    )
+    if wait_ready and any(repository.iterdir()):
+        wait_until(
+            lambda: httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200, timeout=60
+        )
     return live
 
 
@@ -110,8 +107,10 @@ def serve(digits_repo: Path) -> Iterator[Callable[..., LiveServer]]:
     """Start a server on the digits repository (or another) with setting overrides."""
     started: list[LiveServer] = []
 
-    def run(repository: Path | None = None, **overrides: Any) -> LiveServer:
-        live = start_server(repository or digits_repo, **overrides)
+    def run(
+        repository: Path | None = None, wait_ready: bool = True, **overrides: Any
+    ) -> LiveServer:
+        live = start_server(repository or digits_repo, wait_ready, **overrides)
         started.append(live)
         return live
 

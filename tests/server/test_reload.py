@@ -177,3 +177,34 @@ def test_models_appear_and_unknown_loads_are_404(
         missing = http.post("/v2/repository/models/third/load")
         assert missing.status_code == 404 and "no model folder 'third'" in missing.json()["error"]
     assert read_manifest(digits_repo / "second").name == "digits"
+
+
+def test_a_model_without_snapshots_is_not_ready_and_answers_503(
+    serve: Callable[..., LiveServer], tmp_path: Path, trained_digits: Path
+) -> None:
+    repo = tmp_path / "waiting"
+    shutil.copytree(trained_digits, repo / "digits", ignore=shutil.ignore_patterns("checkpoint"))
+    manifest = json.loads((repo / "digits" / "manifest.json").read_text())
+    manifest |= {"snapshots": [], "state": "training"}
+    (repo / "digits" / "manifest.json").write_text(json.dumps(manifest))
+    server = serve(repo, wait_ready=False)
+    with server.client() as http:
+        wait_until(
+            lambda: (
+                http.get("/v2/models/digits").json()["parameters"]["last_load"]["status"]
+                == "failed"
+            )
+        )
+        assert http.get("/v2/health/live").status_code == 200
+        assert http.get("/v2/health/ready").status_code == 503
+        assert http.get("/v2/models/digits/ready").status_code == 503
+        body = {
+            "inputs": [
+                {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}
+            ]
+        }
+        response = http.post("/v2/models/digits/infer", json=body)
+        assert response.status_code == 503 and "not ready" in response.json()["error"]
+        response = http.post("/v1/models/digits:predict", json={"instances": [[[0.0] * 8] * 8]})
+        assert response.status_code == 503
+        assert "no snapshots yet" in http.post("/v2/repository/index").json()[0]["reason"]

@@ -209,10 +209,11 @@ def test_metrics_count_requests_batches_and_disagreement(
         assert name in text
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(
-    serve: Callable[..., LiveServer], digit_images: tuple[np.ndarray, np.ndarray]
+    serve: Callable[..., LiveServer], digit_images: tuple[np.ndarray, np.ndarray], workers: int
 ) -> None:
-    server = serve(max_queue_delay_ms=200, max_batch_size=64)
+    server = serve(max_queue_delay_ms=200, max_batch_size=64, batch_workers=workers)
     images = digit_images[0][:16]
     with server.client() as http:
         alone = http.post("/v1/models/digits:predict", json={"instances": images.tolist()}).json()
