@@ -17,7 +17,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[train,dev,$(ORT)]"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev,ray,$(ORT)]"
 	touch $@
 
 run: setup

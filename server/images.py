@@ -24,7 +24,9 @@ def probe(data: bytes) -> tuple[str, tuple[int, int]]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             return ("L" if img.mode in GREY_MODES else "RGB"), img.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image format Pillow can read") from None
+    except (OSError, ValueError) as exc:
         raise ImageDecodeError(str(exc)) from None
 
 
@@ -38,7 +40,9 @@ def decode_image(
             if size is not None and img.size != size:
                 img = img.resize(size, Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image format Pillow can read") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(str(exc)) from None
     return array[:, :, None] if array.ndim == 2 else array
 

@@ -228,15 +228,21 @@ class EnsembleRuntime:
         )
         return Prediction(stacked, stacked.mean(axis=0))
 
-    def answer(self, x: Float32Array) -> BatchAnswer:
-        """run() and the ensemble arithmetic over every loaded member."""
-        prediction = self.run(x)
+    def answer(self, x: Float32Array, batch_size: int | None = None) -> BatchAnswer:
+        """run() (in batches of batch_size rows) and the ensemble arithmetic over every
+        loaded member."""
+        if batch_size is None or len(x) <= batch_size:
+            prediction = self.run(x)
+        else:
+            parts = [self.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+            prediction = Prediction(
+                np.concatenate([p.member_probs for p in parts], axis=1),
+                np.concatenate([p.mean for p in parts]),
+            )
         return BatchAnswer(prediction, combine(prediction.member_probs, mean=prediction.mean))
 
     def predict_members(
         self, x: Float32Array, m: int | None = None, batch_size: int = 256
     ) -> Float32Array:
         """[m, N, K] member probabilities of the last m loaded members, in batches."""
-        parts = [self.run(x[i : i + batch_size]).member_probs for i in range(0, len(x), batch_size)]
-        members = np.concatenate(parts, axis=1)
-        return members[-(m or self.m) :]
+        return self.answer(x, batch_size).prediction.member_probs[-(m or self.m) :]

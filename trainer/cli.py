@@ -104,12 +104,17 @@ def resolve_config(flags: dict[str, Any]) -> TrainConfig:
     file_values = load_config_file(flags["config"]) if "config" in flags else {}
     cfg = build_config(file_values, flags)
     folder = ModelFolder(cfg.repository, cfg.model_name)
-    if cfg.skip_if_exists and not cfg.overwrite and folder.checkpoint_path.is_file():
+    if cfg.skip_if_exists and not cfg.overwrite and folder.exists():
         try:
-            if read_manifest(folder.path).state != "complete":
-                cfg = cfg.model_copy(update={"resume": True})
+            manifest = read_manifest(folder.path)
         except ManifestError:
-            pass
+            manifest = None
+        if manifest is not None and manifest.state != "complete":
+            if folder.checkpoint_path.is_file():
+                cfg = cfg.model_copy(update={"resume": True})
+            elif not manifest.snapshots:
+                # Stopped before its first checkpoint: nothing to keep, start it again.
+                cfg = cfg.model_copy(update={"overwrite": True})
     if cfg.resume and folder.checkpoint_path.is_file():
         from trainer.train import read_resume_config
 

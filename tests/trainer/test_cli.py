@@ -302,6 +302,26 @@ def test_an_existing_folder_is_refused_unless_overwrite_or_skip(
     assert {p: sha256_file(p) for p in trained_digits.rglob("*.onnx")} == before
 
 
+def test_skip_if_exists_restarts_a_run_stopped_before_its_first_checkpoint(
+    train_cli: TrainCli,
+) -> None:
+    code, repo = train_cli("--epochs", "2", "--cycles", "1", "--name", "early")
+    assert code == 0
+    folder = repo / "early"
+    # What a kill during the first epoch leaves: a manifest in state "training", no snapshot,
+    # no checkpoint.
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(state="training", snapshots=[])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for path in [*folder.glob("snapshots/*"), *folder.glob("checkpoint/*")]:
+        path.unlink()
+    code, _ = train_cli("--epochs", "2", "--cycles", "1", "--name", "early", "--skip-if-exists")
+    assert code == 0
+    restarted = read_manifest(folder)
+    assert restarted.state == "complete"
+    assert len(restarted.snapshots) == 1
+
+
 def test_overwrite_replaces_the_folder(train_cli: TrainCli) -> None:
     code, repo = train_cli("--epochs", "4", "--cycles", "2", "--name", "w")
     assert code == 0

@@ -1,0 +1,1 @@
+"""Offline batch scoring with the server's ensemble runtime: `python -m server.score`."""

@@ -1,0 +1,3 @@
+from server.score.cli import main
+
+raise SystemExit(main())
