@@ -10,7 +10,7 @@ ORT ?= $(shell $(PYTHON) -c "import platform, sys; print('gpu' if sys.platform =
 REPOSITORY ?= models
 PORT ?= 8000
 
-.PHONY: setup run test lint
+.PHONY: setup run test lint browser
 
 setup: $(VENV)/.installed
 
@@ -29,5 +29,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The demo page test drives the system's Chromium (Debian's package); installed here when
+# running as root on Debian, as CI does. Without it those tests skip and say so.
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: chromium not found: the demo page tests will skip (apt-get install chromium)"; fi; }
+
+test: lint browser
 	$(BIN)/python -m pytest

@@ -17,7 +17,7 @@ from server.errors import install_handlers
 from server.metrics import Metrics
 from server.middleware import RequestContext
 from server.model_repository import ModelRepository
-from server.protocol import v1_endpoints, v2_endpoints
+from server.protocol import demo_endpoints, v1_endpoints, v2_endpoints
 from server.settings import ServerSettings
 
 log = logging.getLogger("snapens.server")
@@ -54,6 +54,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(v2_endpoints.health)
     app.include_router(v2_endpoints.router)
     app.include_router(v1_endpoints.router)
+    app.include_router(demo_endpoints.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:

@@ -1,5 +1,6 @@
-"""Optional API key on every route but health: `Authorization: Bearer <key>` or
-`X-API-Key: <key>`, compared in constant time. Probes reach the health routes freely."""
+"""Optional API key on every route but health and the demo page's own files:
+`Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant time. Probes
+reach the health routes freely; the page holds no data and asks for the key itself."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import error_response
+from server.protocol.demo_endpoints import PAGE_PATHS
 
-OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", *PAGE_PATHS})
 
 
 def _presented_key(headers: dict[bytes, bytes]) -> bytes | None:
