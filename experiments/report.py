@@ -90,6 +90,7 @@ def _plots(results: dict[str, dict[str, Any]], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for key, result in results.items():
@@ -109,6 +110,7 @@ def _plots(results: dict[str, dict[str, Any]], out: Path) -> None:
         ylabel="validation error (%)",
         title="error against ensemble size",
     )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7)
     fig.savefig(out / "error_vs_ensemble_size.png", dpi=120, bbox_inches="tight")
     plt.close(fig)

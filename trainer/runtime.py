@@ -70,6 +70,10 @@ def runtime(device_flag: str) -> Iterator[Runtime]:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     try:
         yield Runtime(device, rank, world, amp)
+        if world > 1:
+            # Leave together: a gloo rank that tears its group down while a peer is still
+            # writing the report can abort ("terminate called without an active exception").
+            dist.barrier()
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
