@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -208,7 +209,8 @@ def train_run(run: Run, preset_name: str, log_dir: Path) -> dict[str, Any]:
     return {
         "name": run.name,
         "folder": str(folder.relative_to(ROOT)),
-        "args": list(run.args),
+        # The data path as seen from the repository, not this machine's absolute path.
+        "args": [os.path.relpath(a, ROOT) if a == str(DATA) else a for a in run.args],
         "wall_seconds_this_sitting": time.perf_counter() - began,
         "train_seconds": report["timing"]["train_seconds"],  # across sittings
         "epochs": report["epochs"],
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     if val is not None:
         from experiments.report import write_summary
 
-        write_summary(opts.preset, out)
+        write_summary(opts.preset, out, [m.key for m in methods(preset, opts.preset)])
     return 0
 
 

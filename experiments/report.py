@@ -158,11 +158,12 @@ def _plots(results: dict[str, dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
-def write_summary(preset: str, out: Path) -> dict[str, Any]:
+def write_summary(preset: str, out: Path, methods: list[str]) -> dict[str, Any]:
+    """Summarise the finished methods' results in `out`, in the order given."""
     results = {
-        path.stem: json.loads(path.read_text())
-        for path in sorted(out.glob("*.json"))
-        if path.stem != "summary"
+        key: json.loads((out / f"{key}.json").read_text())
+        for key in methods
+        if (out / f"{key}.json").is_file()
     }
     rows = _rows(results)
     checks = _checks(rows)
