@@ -79,7 +79,22 @@ def choose_providers(choice: str) -> tuple[list[str], list[str]]:
                 f"--providers {choice}: no NVIDIA driver (libcuda.so.1) on this machine"
             )
         usable = [p for p in usable if p not in GPU_PROVIDERS]
+    if any(p in GPU_PROVIDERS for p in usable):
+        preload_cuda_libraries()
     return usable or [CPU], problems
+
+
+@cache
+def preload_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries of the pip packages that `onnxruntime-gpu[cuda,cudnn]`
+    installs (onnxruntime-gpu 1.21+), so the CUDA provider finds them without
+    LD_LIBRARY_PATH; where they are not installed, the system's libraries are used."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # best effort: the session reports what it really got
+            log.warning("could not preload the CUDA libraries: %s", exc)
 
 
 def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
