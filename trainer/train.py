@@ -42,7 +42,7 @@ from trainer.data import (
     stratified_split,
 )
 from trainer.errors import UserError
-from trainer.export import INPUT_NAME, OUTPUT_NAME, export_onnx, verify_onnx
+from trainer.export import INPUT_NAME, OUTPUT_NAME, ExportError, export_onnx, verify_onnx
 from trainer.nets import Normalized, build_network, default_arch
 from trainer.report import write_report
 from trainer.repository import ModelFolder, SnapshotMeta
@@ -219,6 +219,21 @@ class Trainer:
         self.console = Console(stderr=True, quiet=cfg.quiet or not rt.is_main)
 
     # Construction helpers ------------------------------------------------------------
+
+    def check_export(self) -> None:
+        """Export and verify the untrained network once, before training: a network that
+        cannot be exported fails now rather than after its first cycle. It also pays the
+        exporter's one-time start-up (~0.2 s) before the loop."""
+        if not self.cfg.snapshots:
+            return
+        with torch.random.fork_rng(devices=[]):  # leave the training's random stream as it is
+            model = self._new_model()
+        model.load_state_dict(self.model.state_dict())
+        model.eval()
+        try:
+            verify_onnx(export_onnx(model, self.data.input_shape), model, self.verify_batch)
+        except ExportError as exc:
+            raise UserError(f"--arch {self.arch}: {exc}") from None
 
     def _new_model(self) -> Normalized:
         net = build_network(self.arch, self.data.input_shape, len(self.data.classes))
@@ -504,6 +519,7 @@ def train(cfg: TrainConfig, rt: Runtime) -> TrainResult | None:
     data = load_dataset(cfg.dataset, cfg.data, cfg.image_size, cfg.cache_dir)
     trainer = Trainer(cfg, rt, data, folder, resume_state)  # validates the plan before any write
     if rt.is_main:
+        trainer.check_export()
         if resume_state is None:
             folder.create(trainer.initial_manifest())
         else:

@@ -333,3 +333,13 @@ def test_overwrite_replaces_the_folder(train_cli: TrainCli) -> None:
     second = read_manifest(repo / "w")
     assert len(second.snapshots) == 1 and second.created_at >= first.created_at
     assert sorted(p.name for p in (repo / "w" / "snapshots").iterdir()) == ["001.onnx"]
+
+
+def test_a_network_that_fails_its_export_check_stops_before_training(
+    train_cli: TrainCli, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("trainer.export.TOLERANCE", -1.0)  # no export can pass
+    code, repo = train_cli("--epochs", "2", "--cycles", "1", "--name", "bad-export")
+    assert code == 2
+    assert "--arch mlp: ONNX export differs from PyTorch" in capsys.readouterr().err
+    assert not (repo / "bad-export").exists()  # nothing written
