@@ -30,12 +30,12 @@ lint: setup
 	$(BIN)/mypy
 
 # The demo page test drives the system's Chromium (Debian's package); installed here when
-# running as root on Debian, as CI does. Without it those tests skip and say so.
+# running as root on Debian, as CI does. Elsewhere, install it first (the test fails without it).
 browser:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "note: chromium not found: the demo page tests will skip (apt-get install chromium)"; fi; }
+	  else echo "chromium not found: install it (apt-get install chromium) for the demo page tests"; fi; }
 
 test: lint browser
 	$(BIN)/python -m pytest

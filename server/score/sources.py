@@ -49,7 +49,8 @@ class Decoded:
     errors: list[str | None]
 
 
-def _finite_rows(x: np.ndarray) -> Decoded:
+def finite_rows(x: np.ndarray) -> Decoded:
+    """Rows of an array as float32; a row holding NaN or infinity fails with an error."""
     finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
     errors = [None if good else "row contains NaN or infinity" for good in finite]
     rows = x if finite.all() else x[finite]  # no copy in the common case
@@ -108,7 +109,7 @@ class ArraySource:
             yield Chunk(index, list(range(start, start + n)), raw)
 
     def decode(self, chunk: Chunk, pool: Executor) -> Decoded:
-        return _finite_rows(chunk.raw)
+        return finite_rows(chunk.raw)
 
     def close(self) -> None:
         for handle in reversed(self._stack):

@@ -20,6 +20,17 @@ from sklearn.datasets import load_digits
 from server.app import create_app
 from server.settings import ServerSettings
 
+# The disagreement figures every prediction carries (DESIGN.md), spelled out here rather
+# than imported, so the tests check the contract and not the implementation's own list.
+FIGURES = (
+    "vote_disagreement",
+    "pairwise_disagreement",
+    "predictive_entropy",
+    "expected_entropy",
+    "mutual_information",
+    "member_std",
+)
+
 
 def free_port() -> int:
     with socket.socket() as sock:

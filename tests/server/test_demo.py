@@ -70,8 +70,9 @@ def api_answer(server: LiveServer, image: bytes, **headers: str) -> dict[str, An
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if CHROMIUM is None:
-        pytest.skip(
-            "Chromium is not installed: install the package `chromium` (apt-get install chromium)"
+        pytest.fail(
+            "Chromium is not installed: install the package `chromium` (apt-get install chromium;"
+            " `make test` does it when run as root)"
         )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -29,17 +29,7 @@ from server.runtime import EnsembleRuntime
 from server.score.cli import main as score
 from server.settings import RuntimeSettings
 from tests.conftest import ROOT
-from tests.server.conftest import LiveServer
-
-FIGURES = [
-    "confidence",
-    "vote_disagreement",
-    "pairwise_disagreement",
-    "predictive_entropy",
-    "expected_entropy",
-    "mutual_information",
-    "member_std",
-]
+from tests.server.conftest import FIGURES, LiveServer
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -165,7 +155,7 @@ def test_every_input_and_output_format(
     order = list(range(40)) if arrays else [int(Path(k).stem) for k in keys]
     reference = expected["arrays" if arrays else "images"][order]
     np.testing.assert_allclose(probabilities(table), reference, atol=1e-6)
-    for name in FIGURES:
+    for name in ("confidence", *FIGURES):
         assert table.column(name).null_count == 0
     assert table.column("error").null_count == 40
     if suffix == ".csv":  # one column per snapshot's label
@@ -206,7 +196,7 @@ def test_offline_scores_equal_the_servers(
     np.testing.assert_array_equal(
         probabilities(offline).astype(np.float32), online.as_numpy("probabilities")
     )
-    for name in FIGURES:
+    for name in ("confidence", *FIGURES):
         np.testing.assert_array_equal(offline.column(name).to_numpy(), online.as_numpy(name))
 
 

@@ -12,18 +12,9 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.server.conftest import LiveServer
+from tests.server.conftest import FIGURES, LiveServer
 from tests.server.test_ensemble import reference
 from tests.server.test_runtime import own_outputs
-
-FIGURES = [
-    "vote_disagreement",
-    "pairwise_disagreement",
-    "predictive_entropy",
-    "expected_entropy",
-    "mutual_information",
-    "member_std",
-]
 
 
 def json_infer(server: LiveServer, x: np.ndarray, **extra: object) -> dict:
