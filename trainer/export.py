@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
@@ -22,12 +24,55 @@ class ExportError(RuntimeError):
     """The exported graph does not reproduce the PyTorch model."""
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
-    """ONNX bytes of `model` (on the CPU, in eval mode) with a dynamic batch axis.
+class SnapshotExporter:
+    """ONNX export of every snapshot of one network: the graph is traced once, and each
+    snapshot writes its weights into that graph's initializers.
 
-    Uses the TorchScript exporter: it exports these networks in tens of milliseconds,
-    where the torch.export-based one takes seconds per snapshot.
+    Tracing costs ~8 ms for the digits MLP and ~100 ms for ResNet-20 on a CPU core;
+    writing the weights costs 0.2–1.3 ms. Two choices make the initializers exactly the
+    network's state tensors, by their state_dict names:
+    - constant folding is off, so batch norm is not folded into the convolutions at
+      export (onnxruntime folds it when it loads the graph);
+    - the graph is traced from a copy whose weights are distinct random values, so the
+      exporter's merging of equal initializers cannot merge two tensors that happen to be
+      equal when tracing (every fresh batch-norm scale is 1) but differ later.
+    A tensor that is not in the state_dict is traced as a constant and keeps its traced
+    value; `verify_onnx`, run on every export, catches a network that changes one.
     """
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int]) -> None:
+        distinct = copy.deepcopy(model).cpu().float().eval()
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for tensor in distinct.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+        self._onnx = onnx.load_from_string(_trace(distinct, input_shape))
+        state = distinct.state_dict()
+        unnamed = [i.name for i in self._onnx.graph.initializer if i.name not in state]
+        if unnamed:
+            raise ExportError(f"ONNX initializers that are not state tensors: {unnamed[:5]}")
+
+    def export(self, model: nn.Module) -> bytes:
+        """ONNX bytes of `model` (a float32 CPU network of the traced architecture)."""
+        state = model.state_dict()
+        for initializer in self._onnx.graph.initializer:
+            weights = state[initializer.name].detach().contiguous().numpy()
+            # ONNX raw data is little-endian whatever the machine's byte order.
+            little = weights.astype(weights.dtype.newbyteorder("<"), copy=False)
+            initializer.raw_data = little.tobytes()
+        onnx_bytes: bytes = self._onnx.SerializeToString()
+        return onnx_bytes
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
+    """ONNX bytes of `model` (float32, on the CPU, in eval mode) with a dynamic batch axis."""
+    return SnapshotExporter(model, input_shape).export(model)
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
+    """Uses the TorchScript exporter: it exports these networks in milliseconds, where the
+    torch.export-based one takes seconds."""
     dummy = torch.zeros(2, *input_shape)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -40,6 +85,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=OPSET,
+            do_constant_folding=False,
             dynamo=False,
         )
     return buffer.getvalue()

@@ -42,7 +42,7 @@ from trainer.data import (
     stratified_split,
 )
 from trainer.errors import UserError
-from trainer.export import INPUT_NAME, OUTPUT_NAME, ExportError, export_onnx, verify_onnx
+from trainer.export import INPUT_NAME, OUTPUT_NAME, ExportError, SnapshotExporter, verify_onnx
 from trainer.nets import Normalized, build_network, default_arch
 from trainer.report import write_report
 from trainer.repository import ModelFolder, SnapshotMeta
@@ -211,6 +211,9 @@ class Trainer:
         )
         self.cycle_at = {step: i + 1 for i, step in enumerate(self.plan.snapshot_steps)}
         self.history = History()
+        # Made by check_export or the first snapshot, then reused by every snapshot.
+        self.snapshot_model: Normalized | None = None
+        self.exporter: SnapshotExporter | None = None
         self.stop = threading.Event()
         self.epoch, self.step = 0, 0
         if resume_state is not None:
@@ -221,23 +224,30 @@ class Trainer:
     # Construction helpers ------------------------------------------------------------
 
     def check_export(self) -> None:
-        """Export and verify the untrained network once, before training: a network that
-        cannot be exported fails now rather than after its first cycle. It also pays the
-        exporter's one-time start-up (~0.2 s) before the loop."""
+        """Trace the network's ONNX graph, and export and verify the untrained network, once
+        before training: a network that cannot be exported fails now rather than after its
+        first cycle, and the exporter's start-up (~0.2 s) and tracing are paid before the loop."""
         if not self.cfg.snapshots:
             return
-        with torch.random.fork_rng(devices=[]):  # leave the training's random stream as it is
-            model = self._new_model()
-        model.load_state_dict(self.model.state_dict())
-        model.eval()
+        model = self._snapshot_model()
         try:
-            verify_onnx(export_onnx(model, self.data.input_shape), model, self.verify_batch)
+            self.exporter = SnapshotExporter(model, self.data.input_shape)
+            verify_onnx(self.exporter.export(model), model, self.verify_batch)
         except ExportError as exc:
             raise UserError(f"--arch {self.arch}: {exc}") from None
 
     def _new_model(self) -> Normalized:
         net = build_network(self.arch, self.data.input_shape, len(self.data.classes))
         return Normalized(net, self.mean, self.std)
+
+    def _snapshot_model(self) -> Normalized:
+        """A float32 CPU copy of the current weights in eval mode: what is exported and what
+        the export is verified against."""
+        if self.snapshot_model is None:
+            with torch.random.fork_rng(devices=[]):  # leave the training's random stream alone
+                self.snapshot_model = self._new_model().eval()
+        self.snapshot_model.load_state_dict(self.model.state_dict())
+        return self.snapshot_model
 
     def initial_manifest(self) -> Manifest:
         c, h, w = self.data.input_shape
@@ -450,10 +460,10 @@ class Trainer:
             val_accuracy=evaluation.accuracy,
             val_nll=evaluation.loss,
         )
-        model = self._new_model()  # a float32 CPU copy: what the export is verified against
-        model.load_state_dict(self.model.state_dict())
-        model.eval()
-        onnx_bytes = export_onnx(model, self.data.input_shape)
+        model = self._snapshot_model()
+        if self.exporter is None:
+            self.exporter = SnapshotExporter(model, self.data.input_shape)
+        onnx_bytes = self.exporter.export(model)
         diff = verify_onnx(onnx_bytes, model, self.verify_batch)
         self.folder.add_snapshot(onnx_bytes, meta, diff)
         self.history.snapshot_seconds += time.perf_counter() - began

@@ -9,7 +9,7 @@ import torch
 
 from server.ensemble import softmax
 from trainer.errors import UserError
-from trainer.export import INPUT_NAME, ExportError, export_onnx, verify_onnx
+from trainer.export import INPUT_NAME, ExportError, SnapshotExporter, export_onnx, verify_onnx
 from trainer.nets import Normalized, build_network
 
 
@@ -90,3 +90,45 @@ def test_verification_catches_a_graph_that_differs() -> None:
         other.fc.bias += 5 * torch.arange(10.0)
     with pytest.raises(ExportError, match="max \\|Δ softmax\\|"):
         verify_onnx(exported, other, torch.rand(8, *shape) * 16)
+
+
+@pytest.mark.parametrize(("arch", "shape"), [("mlp", (1, 8, 8)), ("preresnet8", (3, 16, 16))])
+def test_one_traced_graph_exports_every_snapshot_of_the_network(
+    arch: str, shape: tuple[int, int, int]
+) -> None:
+    # Traced from the fresh network, whose batch-norm scales are all 1 and biases all 0:
+    # each must still get its own initializer, as the snapshots' values differ.
+    model = _model(arch, shape)
+    exporter = SnapshotExporter(model, shape)
+    batch = torch.rand(16, *shape) * 255
+    assert verify_onnx(exporter.export(model), model, batch) <= 1e-4
+    for step in range(2):
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.mul_(2 * torch.rand_like(tensor)).add_(0.1 * (step + 1))
+        onnx_bytes = exporter.export(model)
+        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        (logits,) = session.run(None, {INPUT_NAME: batch.numpy()})
+        with torch.no_grad():
+            expected = model(batch).numpy()
+        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_verification_catches_a_tensor_the_traced_graph_keeps_as_a_constant() -> None:
+    class Scaled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(64, 10)
+            self.register_buffer("scale", torch.ones(64), persistent=False)  # not in state_dict
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.flatten(1) * self.scale)
+
+    model = Scaled().eval()
+    exporter = SnapshotExporter(model, (1, 8, 8))
+    batch = torch.rand(8, 1, 8, 8)
+    assert verify_onnx(exporter.export(model), model, batch) <= 1e-4
+    model.scale.mul_(3)
+    with pytest.raises(ExportError, match="max \\|Δ softmax\\|"):
+        verify_onnx(exporter.export(model), model, batch)
