@@ -54,7 +54,8 @@ class SnapshotExporter:
             raise ExportError(f"ONNX initializers that are not state tensors: {unnamed[:5]}")
 
     def export(self, model: nn.Module) -> bytes:
-        """ONNX bytes of `model` (a float32 CPU network of the traced architecture)."""
+        """ONNX bytes of `model` (a float32 CPU network of the traced architecture, in eval mode)
+        with a dynamic batch axis."""
         state = model.state_dict()
         for initializer in self._onnx.graph.initializer:
             weights = state[initializer.name].detach().contiguous().numpy()
@@ -63,11 +64,6 @@ class SnapshotExporter:
             initializer.raw_data = little.tobytes()
         onnx_bytes: bytes = self._onnx.SerializeToString()
         return onnx_bytes
-
-
-def export_onnx(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
-    """ONNX bytes of `model` (float32, on the CPU, in eval mode) with a dynamic batch axis."""
-    return SnapshotExporter(model, input_shape).export(model)
 
 
 def _trace(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:

@@ -9,7 +9,7 @@ import torch
 
 from server.ensemble import softmax
 from trainer.errors import UserError
-from trainer.export import INPUT_NAME, ExportError, SnapshotExporter, export_onnx, verify_onnx
+from trainer.export import INPUT_NAME, ExportError, SnapshotExporter, verify_onnx
 from trainer.nets import Normalized, build_network
 
 
@@ -68,7 +68,7 @@ def test_export_has_dynamic_batch_and_normalisation_inside(
     arch: str, shape: tuple[int, int, int]
 ) -> None:
     model = _model(arch, shape)
-    onnx_bytes = export_onnx(model, shape)
+    onnx_bytes = SnapshotExporter(model, shape).export(model)
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].name == INPUT_NAME
     assert session.get_inputs()[0].shape[0] == "batch"
@@ -84,7 +84,8 @@ def test_export_has_dynamic_batch_and_normalisation_inside(
 
 def test_verification_catches_a_graph_that_differs() -> None:
     shape = (1, 8, 8)
-    exported = export_onnx(_model("mlp", shape), shape)
+    model = _model("mlp", shape)
+    exported = SnapshotExporter(model, shape).export(model)
     other = _model("mlp", shape)
     with torch.no_grad():
         other.fc.bias += 5 * torch.arange(10.0)
