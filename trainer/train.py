@@ -211,9 +211,8 @@ class Trainer:
         )
         self.cycle_at = {step: i + 1 for i, step in enumerate(self.plan.snapshot_steps)}
         self.history = History()
-        # Made by check_export or the first snapshot, then reused by every snapshot.
-        self.snapshot_model: Normalized | None = None
-        self.exporter: SnapshotExporter | None = None
+        # The snapshot copy and its traced graph: made by the first export, then reused.
+        self.snapshotter: tuple[Normalized, SnapshotExporter] | None = None
         self.stop = threading.Event()
         self.epoch, self.step = 0, 0
         if resume_state is not None:
@@ -229,10 +228,9 @@ class Trainer:
         first cycle, and the exporter's start-up (~0.2 s) and tracing are paid before the loop."""
         if not self.cfg.snapshots:
             return
-        model = self._snapshot_model()
         try:
-            self.exporter = SnapshotExporter(model, self.data.input_shape)
-            verify_onnx(self.exporter.export(model), model, self.verify_batch)
+            model, onnx_bytes = self._export_current()
+            verify_onnx(onnx_bytes, model, self.verify_batch)
         except ExportError as exc:
             raise UserError(f"--arch {self.arch}: {exc}") from None
 
@@ -240,14 +238,16 @@ class Trainer:
         net = build_network(self.arch, self.data.input_shape, len(self.data.classes))
         return Normalized(net, self.mean, self.std)
 
-    def _snapshot_model(self) -> Normalized:
-        """A float32 CPU copy of the current weights in eval mode: what is exported and what
-        the export is verified against."""
-        if self.snapshot_model is None:
+    def _export_current(self) -> tuple[Normalized, bytes]:
+        """The current weights as a float32 CPU copy in eval mode (what the export is verified
+        against) and as ONNX bytes. The copy and the traced graph are made once, then reused."""
+        if self.snapshotter is None:
             with torch.random.fork_rng(devices=[]):  # leave the training's random stream alone
-                self.snapshot_model = self._new_model().eval()
-        self.snapshot_model.load_state_dict(self.model.state_dict())
-        return self.snapshot_model
+                model = self._new_model().eval()
+            self.snapshotter = (model, SnapshotExporter(model, self.data.input_shape))
+        model, exporter = self.snapshotter
+        model.load_state_dict(self.model.state_dict())
+        return model, exporter.export(model)
 
     def initial_manifest(self) -> Manifest:
         c, h, w = self.data.input_shape
@@ -460,10 +460,7 @@ class Trainer:
             val_accuracy=evaluation.accuracy,
             val_nll=evaluation.loss,
         )
-        model = self._snapshot_model()
-        if self.exporter is None:
-            self.exporter = SnapshotExporter(model, self.data.input_shape)
-        onnx_bytes = self.exporter.export(model)
+        model, onnx_bytes = self._export_current()
         diff = verify_onnx(onnx_bytes, model, self.verify_batch)
         self.folder.add_snapshot(onnx_bytes, meta, diff)
         self.history.snapshot_seconds += time.perf_counter() - began
