@@ -1,9 +1,11 @@
-# syntax=docker/dockerfile:1
 # snapens images. The default target is the torch-free serving image:
 #   docker build -t snapens-server:gpu .                        onnxruntime-gpu, CUDA and cuDNN from PyPI
 #   docker build --build-arg ORT=cpu -t snapens-server:cpu .    plain onnxruntime
 #   docker build --target trainer -t snapens-trainer .          torch (CPU wheels by default)
 # Both run as uid 10001 with the model repository at /models (mount a volume there).
+# No `# syntax=` line: the engine's built-in Dockerfile frontend builds this file (BuildKit,
+# Docker 20.10+; `RUN --mount` is the only BuildKit feature used), so nothing is pulled from a
+# registry for the build itself.
 
 FROM python:3.11-slim-bookworm AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
