@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainer.plots import readable_y
+
 SERVED = "snapshot_a0.2"  # the ensemble written into models/cifar10 and served
 
 
@@ -85,21 +87,27 @@ def _markdown(rows: list[dict[str, Any]], checks: dict[str, bool]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plots(results: dict[str, dict[str, Any]], out: Path) -> None:
+def plot_figures(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The experiment's matplotlib figures by file name (the caller closes them)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    figures: dict[str, Any] = {}
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    errors: list[float] = []
     for key, result in results.items():
         ms = [row["m"] for row in result["by_m"]]
         label = "NoCycle (step run)" if key == "step" else result["label"]
-        ax.plot(ms, [100 * row["error"] for row in result["by_m"]], "o-", label=label)
+        curve = [100 * row["error"] for row in result["by_m"]]
+        errors += curve
+        ax.plot(ms, curve, "o-", label=label)
     if "step" in results:
+        errors.append(100 * results["step"]["single"]["error"])
         ax.axhline(
-            100 * results["step"]["single"]["error"],
+            errors[-1],
             color="k",
             ls="--",
             lw=1,
@@ -111,9 +119,9 @@ def _plots(results: dict[str, dict[str, Any]], out: Path) -> None:
         title="error against ensemble size",
     )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    readable_y(ax, errors, min_span=1.0)  # equal errors: a flat line on labelled ticks
     ax.legend(fontsize=7)
-    fig.savefig(out / "error_vs_ensemble_size.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    figures["error_vs_ensemble_size.png"] = fig
 
     if SERVED in results and "step" in results:
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -134,8 +142,7 @@ def _plots(results: dict[str, dict[str, Any]], out: Path) -> None:
             ylim=(0, 1),
         )
         ax.legend()
-        fig.savefig(out / "reliability.png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        figures["reliability.png"] = fig
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for key, result in results.items():
@@ -154,8 +161,16 @@ def _plots(results: dict[str, dict[str, Any]], out: Path) -> None:
         ylim=(0, 60),
     )
     ax.legend(fontsize=7)
-    fig.savefig(out / "val_error_by_epoch.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    figures["val_error_by_epoch.png"] = fig
+    return figures
+
+
+def _plots(results: dict[str, dict[str, Any]], out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    for name, fig in plot_figures(results).items():
+        fig.savefig(out / name, dpi=120, bbox_inches="tight")
+        plt.close(fig)
 
 
 def write_summary(preset: str, out: Path, methods: list[str]) -> dict[str, Any]:

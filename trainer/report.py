@@ -22,6 +22,7 @@ from server.ensemble import (
     pairwise_disagreement_matrix,
 )
 from server.manifest import Manifest, utc_now
+from trainer.plots import colour_range, plain_ticks, readable_y
 
 if TYPE_CHECKING:
     from trainer.repository import ModelFolder
@@ -115,13 +116,14 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def render_plots(report: dict[str, Any]) -> dict[str, bytes]:
+def plot_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's matplotlib figures by file name (the caller closes them)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plots: dict[str, bytes] = {}
+    figures: dict[str, Any] = {}
     curve = report["learning_rate"]
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.plot(curve["step"], curve["lr"], lw=1.2, label="learning rate")
@@ -129,19 +131,15 @@ def render_plots(report: dict[str, Any]) -> dict[str, bytes]:
     marks = [s for s in curve["snapshot_steps"] if float(s) in lookup]
     ax.scatter(marks, [lookup[float(s)] for s in marks], color="C3", zorder=3, label="snapshot")
     ax.set(xlabel="iteration", ylabel="learning rate", title=f"{report['name']}: learning rate")
+    plain_ticks(ax, "both", scientific=True)
     ax.legend(loc="upper right")
-    plots["learning_rate.png"] = _png(fig)
-    plt.close(fig)
+    figures["learning_rate.png"] = fig
 
     if "ensemble_of_last" in report:
         fig, ax = plt.subplots(figsize=(5, 3.2))
         ks = [row["k"] for row in report["ensemble_of_last"]]
-        ax.plot(
-            ks,
-            [100 * row["error"] for row in report["ensemble_of_last"]],
-            "o-",
-            label="ensemble of the last k",
-        )
+        ensemble = [100 * row["error"] for row in report["ensemble_of_last"]]
+        ax.plot(ks, ensemble, "o-", label="ensemble of the last k")
         singles = [100 * s["error"] for s in reversed(report["snapshots"])]
         ax.plot(ks, singles, "s--", alpha=0.7, label="k-th last snapshot alone")
         ax.set(
@@ -150,14 +148,16 @@ def render_plots(report: dict[str, Any]) -> dict[str, bytes]:
             title="error against ensemble size",
             xticks=ks,
         )
+        # Equal errors (a flat curve) read as their value on a 1-point wide axis.
+        readable_y(ax, ensemble + singles, min_span=1.0)
         ax.legend()
-        plots["ensemble_size.png"] = _png(fig)
-        plt.close(fig)
+        figures["ensemble_size.png"] = fig
 
-        matrix = np.array(report["pairwise_disagreement"]["matrix"])
+        matrix = 100 * np.array(report["pairwise_disagreement"]["matrix"], dtype=np.float64)
         cycles = report["pairwise_disagreement"]["cycles"]
         fig, ax = plt.subplots(figsize=(4, 3.4))
-        image = ax.imshow(100 * matrix, cmap="viridis")
+        low, high = colour_range(matrix.ravel().tolist())
+        image = ax.imshow(matrix, cmap="viridis", vmin=low, vmax=high)
         ax.set(
             xticks=range(len(cycles)),
             yticks=range(len(cycles)),
@@ -170,16 +170,20 @@ def render_plots(report: dict[str, Any]) -> dict[str, bytes]:
         for i in range(len(cycles)):
             for j in range(len(cycles)):
                 ax.text(
-                    j,
-                    i,
-                    f"{100 * matrix[i, j]:.1f}",
-                    ha="center",
-                    va="center",
-                    color="w",
-                    fontsize=7,
+                    j, i, f"{matrix[i, j]:.1f}", ha="center", va="center", color="w", fontsize=7
                 )
-        fig.colorbar(image, ax=ax)
-        plots["disagreement.png"] = _png(fig)
+        colour_bar = fig.colorbar(image, ax=ax)
+        plain_ticks(colour_bar.ax)
+        figures["disagreement.png"] = fig
+    return figures
+
+
+def render_plots(report: dict[str, Any]) -> dict[str, bytes]:
+    import matplotlib.pyplot as plt
+
+    plots: dict[str, bytes] = {}
+    for name, fig in plot_figures(report).items():
+        plots[name] = _png(fig)
         plt.close(fig)
     return plots
 

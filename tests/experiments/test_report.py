@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 
 from experiments.metrics import evaluate_members, reliability
-from experiments.report import write_summary
+from experiments.report import plot_figures, write_summary
+from tests.plot_checks import assert_readable_y
 
 
 def fake_result(key: str, members: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -64,3 +67,28 @@ def test_summary_table_checks_and_plots(tmp_path: Path) -> None:
     assert "| Single model (step) | 1 |" in table
     for plot in ("error_vs_ensemble_size.png", "reliability.png", "val_error_by_epoch.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_equal_errors_for_every_method_read_as_their_value() -> None:
+    """Every method and ensemble size at 0.56% error (equal but for rounding): the plot's
+    y axis reads plainly around that value, with no matplotlib offset."""
+    error = 1 / 179
+    errors = [error, error + 1e-16, error * (1 + 1e-15)]
+
+    def result(label: str) -> dict[str, Any]:
+        return {
+            "label": label,
+            "single": {"error": error},
+            "by_m": [{"m": m, "error": e} for m, e in enumerate(errors, start=1)],
+            "runs": [{"epochs": [{"epoch": 1, "val_error": error}]}],
+        }
+
+    figures = plot_figures({"step": result("step"), "sgdr": result("sgdr")})
+    try:
+        ax = figures["error_vs_ensemble_size.png"].axes[0]
+        assert_readable_y(ax, [100 * e for e in errors])
+        low, high = ax.get_ylim()
+        assert low >= 0 and high - low == pytest.approx(1.0)
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
