@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
+from server.console import console
 from server.manifest import ManifestError, read_manifest
 from server.summary import summarize
 from trainer.config import TrainConfig, build_config, load_config_file
@@ -124,8 +123,7 @@ def resolve_config(flags: dict[str, Any]) -> TrainConfig:
 
 
 def print_summary(model_dir: Path) -> None:
-    console = Console()
-    console.print(summarize(model_dir, read_manifest(model_dir)))
+    console().print(summarize(model_dir, read_manifest(model_dir)))
 
 
 def main(argv: list[str] | None = None) -> int:

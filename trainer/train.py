@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,6 +29,7 @@ from rich.progress import (
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from server.console import console
 from server.manifest import FORMAT_VERSION, InputSpec, Manifest, OutputSpec, utc_now
 from trainer.augment import random_crop_flip
 from trainer.checkpoint import load_checkpoint, save_checkpoint
@@ -218,7 +218,7 @@ class Trainer:
         if resume_state is not None:
             self._restore(resume_state)
 
-        self.console = Console(stderr=True, quiet=cfg.quiet or not rt.is_main)
+        self.console = console(stderr=True, quiet=cfg.quiet or not rt.is_main)
 
     # Construction helpers ------------------------------------------------------------
 

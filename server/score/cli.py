@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from rich.console import Console
 
+from server.console import console
 from server.manifest import MANIFEST_FILE, ManifestError
 from server.runtime import EnsembleRuntime, RuntimeLoadError
 from server.score.local import Options, score_local
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if not args.quiet:
         scored = totals.rows - totals.failed
-        Console(stderr=True).print(
+        console(stderr=True).print(
             f"scored {scored:,} rows ({totals.failed:,} failed) of {args.input} "
             f"with {model_dir.name} in "
             f"{seconds:.1f} s: {totals.rows / seconds:,.0f} rows/s; mean mutual information "

@@ -13,7 +13,6 @@ from typing import cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,6 +25,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from server.console import console
 from server.runtime import EnsembleRuntime
 from server.score.output import Output
 from server.score.records import answer_table
@@ -57,7 +57,7 @@ def progress_bar(quiet: bool) -> Progress:
         RowsPerSecond(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console(stderr=True),
         disable=quiet or not sys.stderr.isatty(),
     )
 
