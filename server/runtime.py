@@ -8,11 +8,16 @@ numbers: `fused` (one graph, one session.run per batch; see server.fusion) and
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import mmap
+import struct
 import sys
+import threading
 from dataclasses import dataclass, field
 from functools import cache
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -49,52 +54,155 @@ class RuntimeLoadError(Exception):
     """A snapshot set that cannot be served (bad files, a graph onnxruntime rejects)."""
 
 
-@cache
-def gpu_driver_present() -> bool:
-    """Whether an NVIDIA driver can be loaded at all; without one a GPU provider cannot work."""
-    if sys.platform != "linux":
-        return True  # no cheap check: let onnxruntime try
+# onnxruntime-gpu 1.19+ loads cuDNN 9 at run time (its CUDA provider does not link it).
+CUDNN = "libcudnn.so.9"
+DRIVER = "libcuda.so.1"
+PROVIDER_NAMES = {TENSORRT: "TensorRT", CUDA: "CUDA", CPU: "CPU"}
+
+
+class ProviderUnavailable(RuntimeLoadError):
+    """`--providers cuda` or `tensorrt` on a machine where that provider cannot load."""
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    providers: list[str]  # what to ask onnxruntime for, best first
+    skipped: str | None = None  # why auto left GPU providers out (None: nothing left out)
+
+
+def library_loads(name: str) -> bool:
+    """Whether the dynamic linker loads the shared library `name` (a soname or a path)."""
     try:
-        ctypes.CDLL("libcuda.so.1")
+        ctypes.CDLL(name)
     except OSError:
         return False
     return True
 
 
-def choose_providers(choice: str) -> tuple[list[str], list[str]]:
-    """(providers to ask onnxruntime for, problems worth a loud warning)."""
-    available = set(ort.get_available_providers())
-    wanted = PREFERENCE[choice]
-    problems = []
-    missing = [p for p in wanted if p in GPU_PROVIDERS and p not in available]
-    if choice != "auto" and missing:
-        problems.append(
-            f"--providers {choice} asked for {', '.join(missing)}, which this onnxruntime "
-            "build lacks (install onnxruntime-gpu)"
+def linked_libraries(path: Path) -> list[str]:
+    """The DT_NEEDED entries (sonames, with the major versions it was built against) of a
+    64-bit little-endian ELF library; [] where the file cannot be read as one."""
+    try:
+        with (
+            path.open("rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as elf,
+        ):
+            if elf[:6] != b"\x7fELF\x02\x01":
+                return []
+            (shoff,) = struct.unpack_from("<Q", elf, 0x28)
+            shentsize, shnum = struct.unpack_from("<HH", elf, 0x3A)
+            # Section headers: (sh_type, sh_offset, sh_size, sh_link).
+            sections = [
+                struct.unpack_from("<4xI16xQQI", elf, shoff + i * shentsize) for i in range(shnum)
+            ]
+            names = []
+            for kind, offset, size, link in sections:
+                if kind != 6:  # SHT_DYNAMIC; its sh_link is the string table section
+                    continue
+                strings = sections[link][1]
+                for tag, value in struct.iter_unpack("<qQ", elf[offset : offset + size]):
+                    if tag == 1:  # DT_NEEDED
+                        start = strings + value
+                        names.append(elf[start : elf.find(b"\0", start)].decode())
+            return names
+    except (OSError, ValueError, IndexError, struct.error, UnicodeDecodeError):
+        return []
+
+
+def provider_library(provider: str) -> Path:
+    short = {TENSORRT: "tensorrt", CUDA: "cuda"}[provider]
+    return Path(ort.__file__).parent / "capi" / f"libonnxruntime_providers_{short}.so"
+
+
+@cache
+def missing_libraries(provider: str) -> tuple[str, ...]:
+    """The shared libraries a GPU provider needs that do not load here: those its onnxruntime
+    provider library links (the majors this onnxruntime was built for), cuDNN and the NVIDIA
+    driver for CUDA. TensorRT lists only what CUDA does not need as well; it needs CUDA too."""
+    if sys.platform != "linux":
+        return ()  # no cheap check: let onnxruntime try
+    if library_loads(DRIVER):
+        preload_cuda_libraries()  # the pip packages' CUDA and cuDNN, before they are probed
+    elif provider == CUDA:
+        return (DRIVER,)  # without a driver the rest does not matter
+    cuda_needs = [DRIVER, *linked_libraries(provider_library(CUDA)), CUDNN]
+    if provider == CUDA:
+        names = cuda_needs
+    else:
+        names = [n for n in linked_libraries(provider_library(TENSORRT)) if n not in cuda_needs]
+    return tuple(n for n in dict.fromkeys(names) if not library_loads(n))
+
+
+def unusable(provider: str, available: set[str]) -> str | None:
+    """Why a GPU provider cannot run here (None: it can; TensorRT needs CUDA as well)."""
+    if provider not in available:
+        return (
+            f"this onnxruntime build ({ort.__version__}) has no {provider}: install onnxruntime-gpu"
         )
-    usable = [p for p in wanted if p in available]
-    if any(p in GPU_PROVIDERS for p in usable) and not gpu_driver_present():
-        if choice != "auto":
-            problems.append(
-                f"--providers {choice}: no NVIDIA driver (libcuda.so.1) on this machine"
-            )
-        usable = [p for p in usable if p not in GPU_PROVIDERS]
-    if any(p in GPU_PROVIDERS for p in usable):
-        preload_cuda_libraries()
-    return usable or [CPU], problems
+    missing = missing_libraries(provider)
+    if missing:
+        names = [f"{n} (the NVIDIA driver)" if n == DRIVER else n for n in missing]
+        return f"{', '.join(names)} not found"
+    return None
+
+
+_choices: dict[str, ProviderChoice] = {}
+_choosing = threading.Lock()
+
+
+def choose_providers(choice: str, *, fresh: bool = False) -> ProviderChoice:
+    """The providers to ask onnxruntime for. `auto` takes TensorRT and CUDA only where their
+    libraries load here and logs one warning naming what is missing when this onnxruntime
+    build has a GPU provider it cannot use. An explicit `cuda` or `tensorrt` that cannot load
+    raises ProviderUnavailable naming the missing libraries. Decided (and warned about) once
+    per process, however many models load at once; fresh=True decides and warns again."""
+    with _choosing:
+        if fresh or choice not in _choices:
+            _choices[choice] = _choose(choice)
+        return _choices[choice]
+
+
+def _choose(choice: str) -> ProviderChoice:
+    available = set(ort.get_available_providers())
+    wanted = [p for p in PREFERENCE[choice] if p != CPU]
+    reasons = {p: r for p in wanted if (r := unusable(p, available)) is not None}
+    if choice != "auto" and reasons:
+        raise ProviderUnavailable(
+            f"--providers {choice} cannot be used: "
+            + "; ".join(f"{PROVIDER_NAMES[p]}: {r}" for p, r in reasons.items())
+        )
+    if CUDA in reasons:
+        reasons.setdefault(TENSORRT, "needs CUDA")
+    usable = [p for p in wanted if p not in reasons]
+    skipped = [
+        f"{PROVIDER_NAMES[p]} skipped: {reasons[p]}"
+        for p in wanted
+        if p in reasons and p in available
+    ]
+    if not skipped:
+        return ProviderChoice([*usable, CPU])
+    note = f"{'; '.join(skipped)}; serving on {PROVIDER_NAMES[(usable or [CPU])[0]]}"
+    log.warning("%s", note)
+    return ProviderChoice([*usable, CPU], note)
 
 
 @cache
 def preload_cuda_libraries() -> None:
     """Load the CUDA and cuDNN libraries of the pip packages that `onnxruntime-gpu[cuda,cudnn]`
-    installs (onnxruntime-gpu 1.21+), so the CUDA provider finds them without
-    LD_LIBRARY_PATH; where they are not installed, the system's libraries are used."""
+    installs (onnxruntime-gpu 1.21+), so the CUDA provider (and the probes above) find them
+    without LD_LIBRARY_PATH; where they are not installed, the system's libraries are used.
+    What preload_dlls prints about libraries it cannot load goes to the debug log."""
     preload = getattr(ort, "preload_dlls", None)
-    if preload is not None:
-        try:
+    if preload is None:
+        return
+    printed = StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
             preload()
-        except Exception as exc:  # best effort: the session reports what it really got
-            log.warning("could not preload the CUDA libraries: %s", exc)
+    except Exception as exc:  # best effort: the probes and the session say what really loads
+        log.debug("could not preload the CUDA libraries: %s", exc)
+    if printed.getvalue().strip():
+        log.debug("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
 
 
 def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
@@ -187,7 +295,8 @@ class EnsembleRuntime:
                     f"{model_dir / entry.file}: not a valid ONNX graph ({exc})"
                 ) from None
 
-        providers, problems = choose_providers(settings.providers)
+        choice = choose_providers(settings.providers)
+        providers = choice.providers
         options = session_options(settings)
         provider_options = _provider_options(providers, settings)
         io = manifest.input.name, manifest.output.name
@@ -208,14 +317,20 @@ class EnsembleRuntime:
             ) from None
 
         got = sessions[0].get_providers()
+        problems = [choice.skipped] if choice.skipped else []
         asked_gpu = [p for p in providers if p in GPU_PROVIDERS]
-        if asked_gpu and not any(p in got for p in asked_gpu):
-            problems.append(
-                f"asked for {', '.join(asked_gpu)} but the session got {', '.join(got)}: "
-                "running on the CPU"
+        lost = [p for p in asked_gpu if p not in got]
+        required = PREFERENCE[settings.providers][0]
+        if settings.providers != "auto" and required not in got:
+            raise ProviderUnavailable(
+                f"--providers {settings.providers}: onnxruntime did not start {required} "
+                f"(the session got {', '.join(got)})"
             )
-        for problem in problems:
-            log.warning("GPU NOT IN USE for %s: %s", manifest.name, problem)
+        if lost:
+            problems.append(
+                f"asked for {', '.join(asked_gpu)} but the session got {', '.join(got)}"
+            )
+            log.warning("GPU NOT IN USE for %s: %s", manifest.name, problems[-1])
         runtime = cls(
             model_dir, manifest, members, settings.execution, sessions, got, warnings + problems
         )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import logging
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,20 @@ import pytest
 
 from server.ensemble import softmax
 from server.manifest import ManifestError, read_manifest
-from server.runtime import CPU, EnsembleRuntime, RuntimeLoadError, choose_providers
+from server.runtime import (
+    CPU,
+    CUDA,
+    DRIVER,
+    TENSORRT,
+    EnsembleRuntime,
+    ProviderChoice,
+    ProviderUnavailable,
+    RuntimeLoadError,
+    choose_providers,
+    library_loads,
+    linked_libraries,
+    provider_library,
+)
 from server.settings import RuntimeSettings
 
 
@@ -96,18 +112,104 @@ def test_a_model_without_snapshots_is_not_loadable(digits_repo: Path) -> None:
         EnsembleRuntime.load(folder, None, RuntimeSettings())
 
 
-def test_providers_follow_the_setting_and_a_missing_gpu_is_loud(
+def test_the_library_probe_tells_a_loadable_library_from_a_missing_one() -> None:
+    libc = ctypes.util.find_library("c")  # libc.so.6 on glibc Linux
+    assert libc is not None and library_loads(libc)
+    assert not library_loads("libsnapens-no-such-library.so.7")
+    assert not library_loads("/nonexistent/libc.so.6")
+
+
+def test_linked_libraries_are_read_from_the_library_itself(tmp_path: Path) -> None:
+    pybind = next((Path(ort.__file__).parent / "capi").glob("onnxruntime_pybind11_state*"))
+    if sys.platform == "linux":
+        assert "libc.so.6" in linked_libraries(pybind)
+    else:  # not ELF
+        assert linked_libraries(pybind) == []
+    text = tmp_path / "notes.txt"
+    text.write_text("not a library")
+    header_only = tmp_path / "header.so"
+    header_only.write_bytes(b"\x7fELF\x02\x01" + bytes(58))
+    empty = tmp_path / "empty.so"
+    empty.write_bytes(b"")
+    for path in (text, header_only, empty, tmp_path / "missing.so"):
+        assert linked_libraries(path) == []
+
+
+def gpu_build() -> bool:
+    return bool({TENSORRT, CUDA} & set(ort.get_available_providers()))
+
+
+def unloadable_tensorrt_libraries() -> list[str]:
+    """The TensorRT libraries this onnxruntime build links (libnvinfer.so.10 for 1.19+) that
+    do not load here."""
+    linked = linked_libraries(provider_library(TENSORRT))
+    return [
+        n
+        for n in linked
+        if n.startswith(("libnvinfer.", "libnvonnxparser.")) and not library_loads(n)
+    ]
+
+
+def test_auto_takes_only_providers_that_load_and_warns_once_naming_what_is_missing(
     digits_repo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert choose_providers("cpu") == ([CPU], [])
-    auto, problems = choose_providers("auto")
-    assert auto[-1] == CPU and problems == []  # auto never complains
+    assert choose_providers("cpu", fresh=True) == ProviderChoice([CPU])
     with caplog.at_level(logging.WARNING, logger="snapens.runtime"):
+        choice = choose_providers("auto", fresh=True)
+        for execution in ("fused", "per-member"):  # two loads: the warning is not repeated
+            runtime = EnsembleRuntime.load(
+                digits_repo / "digits", None, RuntimeSettings(providers="auto", execution=execution)
+            )
+            assert runtime.providers[0] == choice.providers[0]
+    warnings = [r for r in caplog.records if r.name == "snapens.runtime"]
+    assert choice.providers[-1] == CPU
+    if gpu_build() and not library_loads(DRIVER):  # onnxruntime-gpu on a machine without a GPU
+        assert choice.providers == [CPU] and runtime.providers == [CPU]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        message = warnings[0].getMessage()
+        assert message == choice.skipped and message in runtime.warnings
+        assert "CUDA skipped: libcuda.so.1 (the NVIDIA driver) not found" in message
+        assert message.endswith("; serving on CPU")
+        if TENSORRT in ort.get_available_providers():
+            missing = unloadable_tensorrt_libraries()
+            assert missing and f"TensorRT skipped: {', '.join(missing)} not found" in message
+            assert any(n.startswith("libnvinfer.so.") for n in missing)
+    elif not gpu_build():  # plain onnxruntime: nothing to skip, nothing to say
+        assert choice == ProviderChoice([CPU]) and warnings == []
+    else:  # a machine with an NVIDIA driver: at most the one warning, and what it names
+        assert len(warnings) <= 1
+        assert (choice.skipped is None) == (warnings == [])
+
+
+def test_an_explicit_gpu_provider_that_cannot_load_is_one_clear_error(
+    digits_repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if library_loads(DRIVER) and not unloadable_tensorrt_libraries():
+        # A GPU machine with TensorRT: the explicit choice is served on it.
         runtime = EnsembleRuntime.load(
-            digits_repo / "digits", None, RuntimeSettings(providers="cuda")
+            digits_repo / "digits", None, RuntimeSettings(providers="tensorrt")
         )
-    if "CUDAExecutionProvider" in runtime.providers:  # a machine with a working GPU
-        assert runtime.warnings == []
-    else:
-        assert runtime.providers == [CPU]
-        assert runtime.warnings and "GPU NOT IN USE" in caplog.text
+        assert runtime.providers[0] == TENSORRT
+        return
+    with caplog.at_level(logging.WARNING, logger="snapens.runtime"):
+        with pytest.raises(ProviderUnavailable) as raised:
+            choose_providers("tensorrt", fresh=True)
+        with pytest.raises(RuntimeLoadError, match="--providers tensorrt cannot be used"):
+            EnsembleRuntime.load(
+                digits_repo / "digits", None, RuntimeSettings(providers="tensorrt")
+            )
+    message = str(raised.value)
+    assert message.startswith("--providers tensorrt cannot be used: ")
+    # An error for the caller (server, scorer) to report, not a warning as well.
+    assert [r for r in caplog.records if r.name == "snapens.runtime"] == []
+    if TENSORRT not in ort.get_available_providers():
+        assert "has no TensorrtExecutionProvider: install onnxruntime-gpu" in message
+        return
+    missing = unloadable_tensorrt_libraries()
+    if missing:
+        assert f"TensorRT: {', '.join(missing)} not found" in message
+    if not library_loads(DRIVER):
+        assert "CUDA: libcuda.so.1 (the NVIDIA driver) not found" in message
+        cuda = "--providers cuda cannot be used: CUDA: libcuda.so.1 (the NVIDIA driver) not found"
+        with pytest.raises(ProviderUnavailable, match=f"^{re.escape(cuda)}$"):
+            choose_providers("cuda", fresh=True)
