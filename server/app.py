@@ -13,11 +13,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from server import __version__
 from server.auth import ApiKeyMiddleware
+from server.decoding import ImageDecoder
 from server.errors import install_handlers
 from server.metrics import Metrics
 from server.middleware import RequestContext
 from server.model_repository import ModelRepository
 from server.protocol import demo_endpoints, v1_endpoints, v2_endpoints
+from server.protocol.docs import install_docs
+from server.protocol.v2_models import InferenceRequest
 from server.settings import ServerSettings
 
 log = logging.getLogger("snapens.server")
@@ -26,6 +29,7 @@ log = logging.getLogger("snapens.server")
 def create_app(settings: ServerSettings) -> FastAPI:
     metrics = Metrics()
     repository = ModelRepository(settings, metrics)
+    decoder = ImageDecoder(settings.decode_workers, settings.max_image_pixels)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -38,6 +42,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await loading
             await repository.close()
+            decoder.close()
             log.info("stopped")
 
     app = FastAPI(
@@ -46,15 +51,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
         summary="A snapshot ensemble server: averaged softmax of the last m snapshots, "
         "with how much they disagree.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.repository = repository
     app.state.metrics = metrics
+    app.state.decoder = decoder
     install_handlers(app)
     app.include_router(v2_endpoints.health)
     app.include_router(v2_endpoints.router)
     app.include_router(v1_endpoints.router)
     app.include_router(demo_endpoints.router)
+    install_docs(app, [InferenceRequest])
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:

@@ -10,8 +10,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import error_response
 from server.protocol.demo_endpoints import PAGE_PATHS
+from server.protocol.docs import DOCS_PATHS
 
-OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", *PAGE_PATHS})
+# The API documentation holds no data: a browser opening /docs cannot send the key.
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", *PAGE_PATHS, *DOCS_PATHS})
 
 
 def _presented_key(headers: dict[bytes, bytes]) -> bytes | None:

@@ -1,13 +1,23 @@
-"""Errors a client can cause, their HTTP status, and the handlers that turn every error
-into `{"error": "..."}`. Nothing a client sends may produce a 500."""
+"""Errors a client can cause, their HTTP status, how they are documented, and the handlers
+that turn every error into `{"error": "..."}`.
+
+Nothing a client sends may produce a 5xx. Two things make that a property of the code
+rather than a list of patches: every route decodes what it was sent inside
+`client_input()`, which turns *any* failure of parsing or validating into a 400; and the
+request middleware (server.middleware) answers any other escaped exception once, logged
+with the request id."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("snapens.server")
@@ -34,6 +44,8 @@ class NotFound(ServingError):
 
 
 class PayloadTooLarge(ServingError):
+    """A body, a batch or an image over its limit."""
+
     status = 413
 
 
@@ -47,20 +59,69 @@ class NotReady(ServingError):
     status = 503
 
 
-def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+class ErrorResponse(BaseModel):
+    """Every error answer: one line naming what was expected."""
+
+    error: str
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
+def _doc(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+# The statuses each kind of route can answer with, for the OpenAPI document.
+LOOKUP_ERRORS: dict[int | str, dict[str, Any]] = {404: _doc("Unknown model or version")}
+INPUT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _doc("Malformed input: the message names what was expected"),
+    404: _doc("Unknown model or version"),
+    413: _doc("Body, batch or image over the server's limits"),
+    415: _doc("Unsupported Content-Type or Content-Encoding"),
+    422: _doc("The request does not match the schema"),
+    503: _doc("The model is not ready"),
+}
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _doc("Missing or wrong API key (when the server has one)"),
+    405: _doc("Method not allowed on this path (the Allow header lists those that are)"),
+}
+
+
+def _first_error(exc: ValidationError | RequestValidationError) -> str:
+    """A pydantic error as one line: where, then what."""
     parts = []
     for error in exc.errors()[:3]:
-        if tuple(error["loc"]) == ("body",):
+        loc = tuple(error["loc"])
+        if loc == ("body",):
             return "the body must be a JSON object (Content-Type: application/json)"
-        where = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+        where = ".".join(str(p) for p in loc if p != "body") or "body"
         parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
+    return "; ".join(parts) or "invalid request"
+
+
+@contextlib.contextmanager
+def client_input(what: str) -> Iterator[None]:
+    """Decode and validate what a client sent inside this block: a ServingError passes as
+    it is, and any other failure (a ValueError from a parser, an OverflowError, a
+    RecursionError from deep nesting, a MemoryError from an absurd shape...) becomes one
+    400 naming `what`, so no input can reach a 5xx."""
+    try:
+        yield
+    except ServingError:
+        raise
+    except ValidationError as exc:
+        raise BadRequest(f"{what}: {_first_error(exc)}") from None
+    except RecursionError:
+        raise BadRequest(f"{what}: nested too deeply") from None
+    except MemoryError:
+        raise PayloadTooLarge(f"{what}: too large to decode") from None
+    except Exception as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise BadRequest(f"{what}: {detail}") from None
+
+
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -70,13 +131,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, _describe_validation(exc))
+        return error_response(422, _first_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal server error")
+        # Keeps the headers Starlette sets (Allow on a 405).
+        return error_response(exc.status_code, str(exc.detail), exc.headers)

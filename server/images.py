@@ -1,5 +1,9 @@
 """Decoding images to the pixels a model takes: one implementation for the trainer's
-image-folder datasets, the server's upload route and the batch scorer."""
+image-folder datasets, the server's upload route and the batch scorer.
+
+An image's size is read from its header and checked against a pixel limit before any
+pixel is decoded (a 140 KB PNG can hold 12000×12000 grey pixels), and JPEGs are decoded
+at the smallest DCT scale that is still at least the target size (Pillow's draft mode)."""
 
 from __future__ import annotations
 
@@ -13,10 +17,24 @@ from server.manifest import InputSpec
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 GREY_MODES = frozenset({"L", "1", "I", "I;16", "LA"})
+# 25 megapixels: a 48 MP phone photo is refused, a 5000×5000 scan is not.
+DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
 
 
 class ImageDecodeError(ValueError):
     """Bytes that are not an image Pillow can read."""
+
+
+class ImageTooLarge(ImageDecodeError):
+    """An image whose header declares more pixels than the limit."""
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{width}×{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels"
+        )
 
 
 def probe(data: bytes) -> tuple[str, tuple[int, int]]:
@@ -31,26 +49,39 @@ def probe(data: bytes) -> tuple[str, tuple[int, int]]:
 
 
 def decode_image(
-    data: bytes, color_mode: str, size: tuple[int, int] | None
+    data: bytes,
+    color_mode: str,
+    size: tuple[int, int] | None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> npt.NDArray[np.uint8]:
-    """HWC uint8 pixels in `color_mode`, resized bilinearly to `size` (width, height) if given."""
+    """HWC uint8 pixels in `color_mode`, resized bilinearly to `size` (width, height) if
+    given; ImageTooLarge, before decoding, if the header declares over `max_pixels`."""
     try:
         with Image.open(io.BytesIO(data)) as opened:
+            _check_pixels(opened.size, max_pixels)
+            if size is not None:
+                opened.draft(color_mode, size)  # JPEG only: decode at a reduced scale
             img = opened.convert(color_mode)
             if size is not None and img.size != size:
                 img = img.resize(size, Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image format Pillow can read") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(str(exc)) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from None
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's plugins raise all three
+        raise ImageDecodeError(str(exc) or type(exc).__name__) from None
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def to_model_input(data: bytes, spec: InputSpec) -> npt.NDArray[np.float32]:
+def to_model_input(
+    data: bytes, spec: InputSpec, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> npt.NDArray[np.float32]:
     """An encoded image as the model's input row [C, H, W]: decoded in the manifest's color
     mode, resized to its H×W, and mapped from 0..255 onto its pixel range."""
-    pixels = decode_image(data, spec.color_mode, (spec.width, spec.height))
+    pixels = decode_image(data, spec.color_mode, (spec.width, spec.height), max_pixels)
     low, high = spec.pixel_range
     chw = pixels.transpose(2, 0, 1).astype(np.float32)
     return low + (high - low) / 255.0 * chw

@@ -1,5 +1,6 @@
 """One ASGI middleware for every request: a request id (from X-Request-ID or new), the
-body-size limit, Prometheus counts and latencies by route template, and an access log."""
+body-size limit, Prometheus counts and latencies by route template, an access log, and the
+one place an unexpected exception is logged (once, with the request id) and answered."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from server.logs import request_id
 from server.metrics import Metrics
 
 access = logging.getLogger("snapens.access")
+log = logging.getLogger("snapens.server")
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -41,11 +43,12 @@ class RequestContext:
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
+        started_response = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started_response = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
@@ -72,6 +75,11 @@ class RequestContext:
                 await response(scope, receive, send_with_id)
             else:
                 await self.app(scope, limited_receive, send_with_id)
+        except Exception:
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            if started_response:
+                raise
+            await error_response(500, "internal server error")(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = self._route(scope)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from server.batching import DynamicBatcher
 from server.ensemble import EnsembleResult, combine
@@ -31,6 +34,16 @@ def manifest_stamp(model_dir: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_ino
 
 
+class LoadState(BaseModel):
+    """The outcome of a model's last load, as clients see it: paths in `error` are relative
+    to the repository, never the server's filesystem."""
+
+    status: Literal["pending", "loaded", "failed"] = "pending"
+    at: str | None = None
+    error: str | None = None
+    snapshots: list[int] | None = None
+
+
 @dataclass(frozen=True)
 class Answer:
     result: EnsembleResult
@@ -49,7 +62,7 @@ class ServedModel:
         self.metrics = metrics
         self.runtime: EnsembleRuntime | None = None
         self.stamp: tuple[int, int] | None = None
-        self.last_load: dict[str, Any] = {"status": "pending"}
+        self.last_load = LoadState()
         self._lock = asyncio.Lock()
         self.batcher = DynamicBatcher(
             name,
@@ -80,20 +93,25 @@ class ServedModel:
                 )
             except (ManifestError, RuntimeLoadError) as exc:
                 self.stamp = stamp  # do not retry the same broken manifest on every poll
-                self.last_load = {"status": "failed", "at": utc_now(), "error": str(exc)}
+                error = self._relative(str(exc))
+                self.last_load = LoadState(status="failed", at=utc_now(), error=error)
                 self.metrics.reloads.labels(self.name, "failed").inc()
                 kept = "keeps serving the previous set" if self.runtime else "is not ready"
                 log.error("loading %s failed, %s: %s", self.name, kept, exc)
                 return False
             self.runtime, self.stamp = runtime, stamp  # the swap
-            self.last_load = {
-                "status": "loaded",
-                "at": utc_now(),
-                "snapshots": [e.cycle for e in runtime.members],
-            }
+            self.last_load = LoadState(
+                status="loaded", at=utc_now(), snapshots=[e.cycle for e in runtime.members]
+            )
             self.metrics.reloads.labels(self.name, "loaded").inc()
             self.metrics.snapshots.labels(self.name).set(runtime.m)
             return True
+
+    def _relative(self, message: str) -> str:
+        """`message` with the repository's own path taken off the paths it names."""
+        for root in dict.fromkeys([self.model_dir.parent, self.model_dir.parent.resolve()]):
+            message = message.replace(f"{root}{os.sep}", "")
+        return message
 
     def changed_on_disk(self) -> bool:
         return manifest_stamp(self.model_dir) != self.stamp
@@ -115,7 +133,10 @@ class ServedModel:
     def describe(self) -> dict[str, Any]:
         """What the metadata endpoints report about the served set."""
         runtime = self.runtime
-        info: dict[str, Any] = {"ready": self.ready, "last_load": self.last_load}
+        info: dict[str, Any] = {
+            "ready": self.ready,
+            "last_load": self.last_load.model_dump(exclude_none=True),
+        }
         if runtime is not None:
             info |= {
                 "m": runtime.m,

@@ -74,7 +74,7 @@ class ModelRepository:
         if model is None:
             folder = self.folders().get(name)
             if folder is None:
-                raise NotFound(f"no model folder {name!r} with a manifest in {self.root}")
+                raise NotFound(f"no model folder {name!r} with a manifest in the repository")
             model = self._add(name, folder)
         await model.load()
         return model

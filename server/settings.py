@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from server.images import DEFAULT_MAX_IMAGE_PIXELS
+
 Providers = Literal["auto", "cuda", "tensorrt", "cpu"]
 
 
@@ -30,6 +32,11 @@ class RuntimeSettings(BaseSettings):
         False, description="run independent graph branches in parallel"
     )
     trt_cache_dir: Path | None = Field(None, description="TensorRT engine cache folder")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        ge=1,
+        description="images whose header declares more pixels are refused before decoding",
+    )
 
 
 class ServerSettings(RuntimeSettings):
@@ -52,3 +59,6 @@ class ServerSettings(RuntimeSettings):
         10.0, ge=0, description="time in-flight requests get on stop"
     )
     top_k: int = Field(3, ge=1, description="classes listed per prediction by default")
+    decode_workers: int = Field(
+        2, ge=1, description="uploaded images decoded at once, off the event loop"
+    )

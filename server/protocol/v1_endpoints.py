@@ -13,22 +13,32 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
-from server.errors import BadRequest, NotReady, UnsupportedMediaType
-from server.images import ImageDecodeError, to_model_input
+from server.errors import (
+    COMMON_ERRORS,
+    INPUT_ERRORS,
+    LOOKUP_ERRORS,
+    BadRequest,
+    NotReady,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    client_input,
+)
 from server.manifest import InputSpec
 from server.model import Answer, ServedModel
+from server.model_repository import ModelRepository
+from server.protocol.dependencies import Decoder, Repository, Settings
 from server.protocol.tensors import check_batch
-from server.protocol.v2_endpoints import repository
 
-router = APIRouter(tags=["v1"])
+router = APIRouter(tags=["v1"], responses=COMMON_ERRORS)
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     instances: list[Any] = Field(
+        min_length=1,
         description="images as nested lists shaped [C, H, W] (or [H, W] for one channel) of raw "
-        'pixels in the model\'s pixel_range, or encoded images as {"b64": "<base64 PNG/JPEG>"}'
+        'pixels in the model\'s pixel_range, or encoded images as {"b64": "<base64 PNG/JPEG>"}',
     )
     m: int | None = Field(None, ge=1, description="use the last m loaded snapshots")
     members: bool = Field(False, description="include each snapshot's label and probabilities")
@@ -87,43 +97,32 @@ class ModelStatus(BaseModel):
     ready: bool
 
 
-def _ready_model(request: Request, name: str) -> tuple[ServedModel, InputSpec]:
-    model = repository(request).get(name)
+def _ready_model(repository: ModelRepository, name: str) -> tuple[ServedModel, InputSpec]:
+    model = repository.get(name)
     if model.runtime is None:
         raise NotReady(f"model {name!r} is not ready")
     return model, model.runtime.manifest.input
 
 
-def _image_row(data: bytes, spec: InputSpec, what: str) -> np.ndarray:
+def _b64_image(instance: dict[str, Any], what: str) -> bytes:
+    if set(instance) != {"b64"} or not isinstance(instance["b64"], str):
+        raise BadRequest(f'{what}: expected {{"b64": "<base64 image>"}} or a nested list of pixels')
     try:
-        return to_model_input(data, spec)
-    except ImageDecodeError as exc:
-        raise BadRequest(f"{what} is not a readable PNG/JPEG image: {exc}") from None
+        return base64.b64decode(instance["b64"], validate=True)
+    except binascii.Error:
+        raise BadRequest(f"{what}: b64 is not valid base64") from None
 
 
-def _instance_row(instance: Any, index: int, spec: InputSpec) -> np.ndarray:
-    what = f"instance {index}"
-    if isinstance(instance, dict):
-        if set(instance) != {"b64"} or not isinstance(instance["b64"], str):
-            raise BadRequest(
-                f'{what}: expected {{"b64": "<base64 image>"}} or a nested list of pixels'
-            )
-        try:
-            data = base64.b64decode(instance["b64"], validate=True)
-        except binascii.Error:
-            raise BadRequest(f"{what}: b64 is not valid base64") from None
-        return _image_row(data, spec, what)
-    try:
-        row = np.asarray(instance, dtype=np.float64)
-    except (ValueError, TypeError):
-        raise BadRequest(
-            f"{what}: expected numbers in a nested list shaped {spec.shape[1:]}"
-        ) from None
+def _pixel_row(instance: Any, what: str, spec: InputSpec) -> np.ndarray:
+    want = f"numbers in a nested list shaped {spec.shape[1:]}"
+    row = np.asarray(instance)  # ragged or too-deep lists raise: the caller makes that a 400
+    if row.dtype.kind not in "iuf":  # booleans, strings, objects (an int too large for int64)
+        raise BadRequest(f"{what}: expected {want}")
     if row.ndim == 2 and spec.channels == 1:
         row = row[None]
     if list(row.shape) != spec.shape[1:]:
         raise BadRequest(f"{what} has shape {list(row.shape)}; expected {spec.shape[1:]} (C, H, W)")
-    return row
+    return row.astype(np.float64)
 
 
 def format_predictions(answer: Answer, top_k: int, members: bool) -> list[Prediction]:
@@ -168,7 +167,7 @@ def format_predictions(answer: Answer, top_k: int, members: bool) -> list[Predic
 
 
 async def _answer(
-    request: Request,
+    settings: Settings,
     model: ServedModel,
     x: np.ndarray,
     m: int | None,
@@ -176,7 +175,7 @@ async def _answer(
     top_k: int | None,
 ) -> PredictResponse:
     answer = await model.predict(x, m)
-    k = top_k or request.app.state.settings.top_k
+    k = top_k or settings.top_k
     return PredictResponse(
         model_name=model.name,
         m=len(answer.members),
@@ -186,13 +185,13 @@ async def _answer(
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def list_models(request: Request) -> ModelList:
-    return ModelList(models=sorted(repository(request).models))
+async def list_models(repository: Repository) -> ModelList:
+    return ModelList(models=sorted(repository.models))
 
 
-@router.get("/v1/models/{name}", response_model=ModelStatus)
-async def model_status(request: Request, name: str) -> ModelStatus:
-    return ModelStatus(name=name, ready=repository(request).get(name).ready)
+@router.get("/v1/models/{name}", response_model=ModelStatus, responses=LOOKUP_ERRORS)
+async def model_status(repository: Repository, name: str) -> ModelStatus:
+    return ModelStatus(name=name, ready=repository.get(name).ready)
 
 
 @router.post(
@@ -200,17 +199,32 @@ async def model_status(request: Request, name: str) -> ModelStatus:
     response_model=PredictResponse,
     response_model_by_alias=True,
     response_model_exclude_none=True,
+    responses=INPUT_ERRORS,
 )
-async def predict(request: Request, name: str, body: PredictRequest) -> PredictResponse:
-    model, spec = _ready_model(request, name)
-    if not body.instances:
-        raise BadRequest("instances is empty; send at least one image")
-    limit = request.app.state.settings.max_request_batch
-    if len(body.instances) > limit:
-        check_batch(np.zeros((len(body.instances), *spec.shape[1:])), spec, limit, "instances")
-    rows = [_instance_row(instance, i, spec) for i, instance in enumerate(body.instances)]
-    x = check_batch(np.stack(rows), spec, limit, "instances")
-    return await _answer(request, model, x, body.m, body.members, body.top_k)
+async def predict(
+    repository: Repository, settings: Settings, decoder: Decoder, name: str, body: PredictRequest
+) -> PredictResponse:
+    model, spec = _ready_model(repository, name)
+    limit = settings.max_request_batch
+    with client_input("instances"):
+        if len(body.instances) > limit:
+            check_batch(np.zeros((len(body.instances), *spec.shape[1:])), spec, limit, "instances")
+        images = {
+            i: _b64_image(instance, f"instance {i}")
+            for i, instance in enumerate(body.instances)
+            if isinstance(instance, dict)
+        }
+        rows = {
+            i: _pixel_row(instance, f"instance {i}", spec)
+            for i, instance in enumerate(body.instances)
+            if i not in images
+        }
+    if images:
+        decoded = await decoder.rows([(f"instance {i}", data) for i, data in images.items()], spec)
+        rows |= dict(zip(images, decoded, strict=True))
+    with client_input("instances"):
+        x = check_batch(np.stack([rows[i] for i in range(len(rows))]), spec, limit, "instances")
+    return await _answer(settings, model, x, body.m, body.members, body.top_k)
 
 
 @router.post(
@@ -228,33 +242,42 @@ async def predict(request: Request, name: str, body: PredictRequest) -> PredictR
                             "file": {
                                 "type": "array",
                                 "items": {"type": "string", "format": "binary"},
+                                "minItems": 1,
                             }
                         },
+                        "required": ["file"],
                     }
                 },
-                "image/png": {"schema": {"type": "string", "format": "binary"}},
-                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            }
+                "image/png": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
+                "image/jpeg": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
+            },
+            "required": True,
         }
     },
+    responses=INPUT_ERRORS,
 )
 async def predict_images(
     request: Request,
+    repository: Repository,
+    settings: Settings,
+    decoder: Decoder,
     name: str,
     m: int | None = Query(None, ge=1, description="use the last m loaded snapshots"),
     members: bool = Query(False, description="include each snapshot's label and probabilities"),
     top_k: int | None = Query(None, ge=1),
 ) -> PredictResponse:
     """Upload one or more images (multipart form fields, or one raw image body); each is
-    decoded with Pillow and resized to the model's input as its manifest describes."""
-    model, spec = _ready_model(request, name)
+    decoded with Pillow, off the event loop, and resized to the model's input as its
+    manifest describes."""
+    model, spec = _ready_model(repository, name)
+    limit = settings.max_request_batch
     content_type = request.headers.get("content-type", "")
     images: list[tuple[str, bytes]] = []
     if content_type.startswith("multipart/form-data"):
-        async with request.form(max_files=request.app.state.settings.max_request_batch) as form:
+        async with request.form(max_files=limit, max_fields=limit) as form:
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
-                    images.append((value.filename or key, await value.read()))
+                    images.append((f"image {value.filename or key!r}", await value.read()))
     elif content_type.startswith("image/"):
         images.append(("the body", await request.body()))
     else:
@@ -264,6 +287,9 @@ async def predict_images(
         )
     if not images:
         raise BadRequest("no image in the request; attach files as multipart form fields")
-    rows = [_image_row(data, spec, f"image {label!r}") for label, data in images]
-    x = check_batch(np.stack(rows), spec, request.app.state.settings.max_request_batch, "images")
-    return await _answer(request, model, x, m, members, top_k)
+    if len(images) > limit:
+        raise PayloadTooLarge(f"images has {len(images)} rows; at most {limit} per request")
+    x = await decoder.rows(images, spec, not_image_status=415)
+    with client_input("images"):
+        x = check_batch(x, spec, limit, "images")
+    return await _answer(settings, model, x, m, members, top_k)

@@ -4,6 +4,7 @@ extension, so stock clients (tritonclient.http, KServe clients) work unchanged."
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -11,14 +12,24 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from server import __version__
 from server.ensemble import DISAGREEMENT_FIGURES
-from server.errors import BadRequest, NotFound, NotReady, PayloadTooLarge, UnsupportedMediaType
+from server.errors import (
+    COMMON_ERRORS,
+    INPUT_ERRORS,
+    LOOKUP_ERRORS,
+    BadRequest,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    client_input,
+)
 from server.model import Answer, ServedModel
 from server.model_repository import ModelRepository
 from server.protocol import binary
+from server.protocol.docs import ref
 from server.protocol.tensors import DATATYPES, check_batch, expected_shape
 from server.protocol.v2_models import (
     InferenceRequest,
@@ -106,17 +117,23 @@ def _flag(parameters: dict[str, Any], key: str) -> bool:
 def parse_infer(
     model: ServedModel, body: bytes, header_length: str | None, max_rows: int
 ) -> ParsedRequest:
+    """The request as the model's input batch and the answer's options. Runs inside
+    `client_input`, so any failure here is the client's: a 4xx, never a 5xx."""
+    with client_input("request"):
+        return _parse_infer(model, body, header_length, max_rows)
+
+
+def _parse_infer(
+    model: ServedModel, body: bytes, header_length: str | None, max_rows: int
+) -> ParsedRequest:
     header, blob = binary.split(body, header_length)
     try:
         raw = json.loads(header)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
-    try:
-        req = InferenceRequest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "request"
-        raise BadRequest(f"{where}: {first['msg']}") from None
+    except ValueError as exc:  # e.g. an integer literal of more digits than Python converts
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    req = InferenceRequest.model_validate(raw)
 
     runtime = model.runtime
     if runtime is None:
@@ -129,14 +146,20 @@ def parse_infer(
     tensor = req.inputs[0]
     if tensor.datatype != "FP32":
         raise BadRequest(f"input {spec.name!r} must be FP32, got {tensor.datatype}")
-    if len(tensor.shape) != 4 or any(not isinstance(d, int) or d < 0 for d in tensor.shape):
+    if len(tensor.shape) != 4 or tensor.shape[1:] != spec.shape[1:]:
         raise BadRequest(
             f"input {spec.name!r} has shape {tensor.shape}; expected {expected_shape(spec)}"
         )
-    count = int(np.prod(tensor.shape))
+    if tensor.shape[0] > max_rows:  # before the data: a shape may declare 2**62 rows
+        raise PayloadTooLarge(
+            f"input {spec.name!r} has {tensor.shape[0]} rows; at most {max_rows} per request"
+        )
+    count = math.prod(tensor.shape)  # Python integers: no overflow
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != len(blob):
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise BadRequest(f"binary_data_size must be a whole number of bytes, got {size!r}")
+        if size != len(blob):
             raise BadRequest(
                 f"binary_data_size {size} does not match the {len(blob)} bytes after the header"
             )
@@ -154,17 +177,22 @@ def parse_infer(
         if tensor.data is None:
             raise BadRequest(f"input {spec.name!r} has neither data nor binary_data_size")
         try:
-            values = np.asarray(tensor.data, dtype=np.float64).reshape(-1)
+            values = np.asarray(tensor.data).reshape(-1)
         except (ValueError, TypeError):
-            raise BadRequest(
-                f"input {spec.name!r}: data must be numbers, as a flat or nested list"
-            ) from None
+            values = np.asarray([], dtype=object)
+        if values.dtype.kind not in "iuf":  # booleans, strings, ints beyond int64, ragged
+            raise BadRequest(f"input {spec.name!r}: data must be numbers, as a flat or nested list")
         if values.size != count:
             raise BadRequest(
                 f"input {spec.name!r} of shape {tensor.shape} needs {count} values, "
                 f"got {values.size}"
             )
-    x = check_batch(values.reshape(tensor.shape), spec, max_rows, f"input {spec.name!r}")
+    x = check_batch(
+        values.astype(np.float32, copy=False).reshape(tensor.shape),
+        spec,
+        max_rows,
+        f"input {spec.name!r}",
+    )
 
     parameters = req.parameters or {}
     m = parameters.get("m")
@@ -173,6 +201,7 @@ def parse_infer(
     for output in req.outputs or []:
         if output.name not in OUTPUTS:
             raise BadRequest(f"unknown output {output.name!r}; outputs: {', '.join(OUTPUTS)}")
+    _flag(parameters, "binary_data_output")
     return ParsedRequest(req, x, m, _flag(parameters, "members"))
 
 
@@ -257,8 +286,8 @@ def encode_answer(model_name: str, parsed: ParsedRequest, answer: Answer) -> Res
 
 # Routes --------------------------------------------------------------------------------
 
-health = APIRouter(tags=["v2 health"])
-router = APIRouter(tags=["v2 inference"])
+health = APIRouter(tags=["v2 health"], responses=COMMON_ERRORS)
+router = APIRouter(tags=["v2 inference"], responses=COMMON_ERRORS)
 
 
 @router.get("/v2", response_model=ServerMetadataResponse)
@@ -276,7 +305,9 @@ async def live() -> LiveResponse:
 
 
 @health.get(
-    "/v2/health/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}}
+    "/v2/health/ready",
+    response_model=ReadyResponse,
+    responses={503: {"model": ReadyResponse, "description": "No model is ready yet"}},
 )
 async def ready(request: Request) -> JSONResponse:
     is_ready = repository(request).ready
@@ -308,16 +339,26 @@ async def _metadata(request: Request, name: str, version: str | None) -> ModelMe
     )
 
 
-@router.get("/v2/models/{name}", response_model=ModelMetadataResponse)
+@router.get("/v2/models/{name}", response_model=ModelMetadataResponse, responses=LOOKUP_ERRORS)
 async def model_metadata(request: Request, name: str) -> ModelMetadataResponse:
     return await _metadata(request, name, None)
 
 
-@router.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadataResponse)
+@router.get(
+    "/v2/models/{name}/versions/{version}",
+    response_model=ModelMetadataResponse,
+    responses=LOOKUP_ERRORS,
+)
 async def model_version_metadata(
     request: Request, name: str, version: str
 ) -> ModelMetadataResponse:
     return await _metadata(request, name, version)
+
+
+MODEL_READY: dict[int | str, dict[str, Any]] = {
+    **LOOKUP_ERRORS,
+    503: {"model": ReadyResponse, "description": "The model is not ready"},
+}
 
 
 async def _ready(request: Request, name: str, version: str | None) -> JSONResponse:
@@ -327,12 +368,16 @@ async def _ready(request: Request, name: str, version: str | None) -> JSONRespon
     )
 
 
-@router.get("/v2/models/{name}/ready", response_model=ReadyResponse)
+@router.get("/v2/models/{name}/ready", response_model=ReadyResponse, responses=MODEL_READY)
 async def model_ready(request: Request, name: str) -> JSONResponse:
     return await _ready(request, name, None)
 
 
-@router.get("/v2/models/{name}/versions/{version}/ready", response_model=ReadyResponse)
+@router.get(
+    "/v2/models/{name}/versions/{version}/ready",
+    response_model=ReadyResponse,
+    responses=MODEL_READY,
+)
 async def model_version_ready(request: Request, name: str, version: str) -> JSONResponse:
     return await _ready(request, name, version)
 
@@ -340,11 +385,12 @@ async def model_version_ready(request: Request, name: str, version: str) -> JSON
 INFER_DOC: dict[str, Any] = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": InferenceRequest.model_json_schema()},
+            "application/json": {"schema": ref(InferenceRequest)},
             "application/octet-stream": {
                 "schema": {
                     "type": "string",
                     "format": "binary",
+                    "minLength": 1,
                     "description": "JSON header of Inference-Header-Content-Length bytes, then "
                     "the binary tensor data",
                 }
@@ -366,7 +412,12 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     return encode_answer(name, parsed, answer)
 
 
-@router.post("/v2/models/{name}/infer", response_model=InferenceResponse, openapi_extra=INFER_DOC)
+@router.post(
+    "/v2/models/{name}/infer",
+    response_model=InferenceResponse,
+    openapi_extra=INFER_DOC,
+    responses=INPUT_ERRORS,
+)
 async def infer(request: Request, name: str) -> Response:
     return await _infer(request, name, None)
 
@@ -375,6 +426,7 @@ async def infer(request: Request, name: str) -> Response:
     "/v2/models/{name}/versions/{version}/infer",
     response_model=InferenceResponse,
     openapi_extra=INFER_DOC,
+    responses=INPUT_ERRORS,
 )
 async def infer_version(request: Request, name: str, version: str) -> Response:
     return await _infer(request, name, version)
@@ -385,23 +437,27 @@ async def repository_index(request: Request) -> list[RepositoryIndexEntry]:
     repo = repository(request)
     entries = []
     for name, model in repo.models.items():
-        failed = model.last_load.get("status") == "failed"
+        failed = model.last_load.status == "failed"
         entries.append(
             RepositoryIndexEntry(
                 name=name,
                 version=MODEL_VERSION,
                 state="READY" if model.ready else ("UNAVAILABLE" if failed else "LOADING"),
-                reason=model.last_load.get("error") if failed else None,
+                reason=model.last_load.error if failed else None,
             )
         )
     return entries
 
 
-@router.post("/v2/repository/models/{name}/load")
+@router.post(
+    "/v2/repository/models/{name}/load", responses={**LOOKUP_ERRORS, 400: INPUT_ERRORS[400]}
+)
 async def load_model(request: Request, name: str) -> JSONResponse:
     """Load the model's current last-m snapshot set now and swap it in. If the new set fails
     its checks the previous set keeps serving and the answer says why."""
     model = await repository(request).load(name)
-    if model.last_load.get("status") != "loaded":
-        raise BadRequest(f"model {name!r} was not reloaded: {model.last_load.get('error')}")
-    return JSONResponse({"name": name, "loaded": True, **model.last_load})
+    if model.last_load.status != "loaded":
+        raise BadRequest(f"model {name!r} was not reloaded: {model.last_load.error}")
+    return JSONResponse(
+        {"name": name, "loaded": True, **model.last_load.model_dump(exclude_none=True)}
+    )

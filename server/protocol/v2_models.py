@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
+
+# The Open Inference Protocol's tensor datatypes.
+Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES",
+]  # fmt: skip
+Dimension = Annotated[int, Field(ge=0)]
 
 
 class RequestInput(BaseModel):
     name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: Any = Field(None, description="row-major values, flat or nested; absent for binary data")
+    shape: list[Dimension] = Field(min_length=1)
+    datatype: Datatype
+    parameters: dict[str, Any] | None = Field(
+        None,
+        description="binary_data_size: bytes of this tensor in the binary part of the body",
+        json_schema_extra={
+            "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+        },
+    )
+    data: list[Any] | None = Field(
+        None, description="row-major values, flat or nested; absent for binary data"
+    )
 
 
 class RequestOutput(BaseModel):
     name: str
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(
+        None,
+        json_schema_extra={
+            "properties": {
+                "binary_data": {"type": "boolean"},
+                "classification": {"type": "integer", "minimum": 1},
+            }
+        },
+    )
 
 
 class InferenceRequest(BaseModel):
@@ -26,8 +49,15 @@ class InferenceRequest(BaseModel):
         None,
         description="m: use the last m loaded snapshots; members: also return member outputs; "
         "binary_data_output: return every output as binary data",
+        json_schema_extra={
+            "properties": {
+                "m": {"type": "integer", "minimum": 1},
+                "members": {"type": "boolean"},
+                "binary_data_output": {"type": "boolean"},
+            }
+        },
     )
-    inputs: list[RequestInput]
+    inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
 
 

@@ -40,10 +40,11 @@ class Scorer:
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.runtime = EnsembleRuntime.load(Path(model_dir), m, RuntimeSettings(**settings))
+        runtime_settings = RuntimeSettings(**settings)
+        self.runtime = EnsembleRuntime.load(Path(model_dir), m, runtime_settings)
         spec = self.runtime.manifest.input
         path = Path(input_path)
-        self.source = open_source(path, spec, column)
+        self.source = open_source(path, spec, column, runtime_settings.max_image_pixels)
         self.array = np.load(path, mmap_mode="r") if isinstance(self.source, ArraySource) else None
         self.members = members
         self.batch_size = batch_size

@@ -23,7 +23,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from server.images import IMAGE_SUFFIXES, ImageDecodeError, to_model_input
+from server.images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    IMAGE_SUFFIXES,
+    ImageDecodeError,
+    to_model_input,
+)
 from server.manifest import InputSpec
 from server.runtime import Float32Array
 
@@ -144,6 +149,7 @@ class ImageSource:
     extra: dict[str, Any] = field(default_factory=dict)
     closer: Callable[[], None] | None = None
     key_name: str = "path"
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     @property
     def total(self) -> int | None:
@@ -177,7 +183,7 @@ class ImageSource:
             if not name:
                 return "empty path"
             try:
-                return to_model_input(self.read(name), self.spec)
+                return to_model_input(self.read(name), self.spec, self.max_pixels)
             except ImageDecodeError as exc:
                 return f"not a readable image: {exc}"
             except OSError as exc:
@@ -262,8 +268,11 @@ def _table(path: Path, spec: InputSpec, column: str) -> ImageSource:
     )
 
 
-def open_source(path: Path, spec: InputSpec, column: str) -> ArraySource | ImageSource:
-    """The scorer's reader for `path`, or one clear InputError."""
+def open_source(
+    path: Path, spec: InputSpec, column: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> ArraySource | ImageSource:
+    """The scorer's reader for `path`, or one clear InputError; images over `max_pixels`
+    fail as rows, before they are decoded."""
     if not path.exists():
         raise InputError(f"--input {path}: no such file or folder")
     if path.is_dir():
@@ -279,6 +288,8 @@ def open_source(path: Path, spec: InputSpec, column: str) -> ArraySource | Image
             f"--input {path}: unknown file type; expected a folder or .zip of images, "
             ".npy/.npz arrays, or a .parquet/.csv file with a column of image paths"
         )
+    if isinstance(source, ImageSource):
+        source.max_pixels = max_pixels
     if source.total == 0:
         source.close()
         raise InputError(f"--input {path}: empty input, nothing to score")
