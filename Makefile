@@ -1,5 +1,7 @@
 # The two commands: `make run` (train the default ensemble if missing, then serve the
-# repository) and `make test` (lint, types, the whole test suite). Both set up .venv first.
+# repository) and `make test` (lint, types, the whole test suite). Both set up .venv first:
+# `make run` only what running needs (torch, the trainer's and the server's packages);
+# `make test` adds the test tools, Ray and Chromium.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,21 +12,28 @@ ORT ?= $(shell $(PYTHON) -c "import platform, sys; print('gpu' if sys.platform =
 REPOSITORY ?= models
 PORT ?= 8000
 
-.PHONY: setup run test lint browser
+.PHONY: setup setup-run setup-test run test lint browser
 
-setup: $(VENV)/.installed
+# What `make run` needs: torch, then the package with the trainer's extra and onnxruntime.
+setup-run: $(VENV)/.installed-run
+# Everything: the above plus the test tools (pytest, ruff, mypy, Playwright, ...) and Ray.
+setup setup-test: $(VENV)/.installed-test
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed-run: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[train,$(ORT)]"
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run
 	$(BIN)/python -m pip install --quiet -e ".[train,dev,ray,$(ORT)]"
 	touch $@
 
-run: setup
+run: setup-run
 	$(BIN)/python -m trainer --dataset digits --repository $(REPOSITORY) --skip-if-exists
 	$(BIN)/python -m server --repository $(REPOSITORY) --port $(PORT)
 
-lint: setup
+lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
