@@ -189,11 +189,6 @@ async def list_models(repository: Repository) -> ModelList:
     return ModelList(models=sorted(repository.models))
 
 
-@router.get("/v1/models/{name}", response_model=ModelStatus, responses=LOOKUP_ERRORS)
-async def model_status(repository: Repository, name: str) -> ModelStatus:
-    return ModelStatus(name=name, ready=repository.get(name).ready)
-
-
 @router.post(
     "/v1/models/{name}:predict",
     response_model=PredictResponse,
@@ -293,3 +288,10 @@ async def predict_images(
     with client_input("images"):
         x = check_batch(x, spec, limit, "images")
     return await _answer(settings, model, x, m, members, top_k)
+
+
+# Registered after the `{name}:predict` routes: a path such as /v1/models/x:predict also
+# matches `{name}`, and a wrong method on it must be told `Allow: POST`, not `GET`.
+@router.get("/v1/models/{name}", response_model=ModelStatus, responses=LOOKUP_ERRORS)
+async def model_status(repository: Repository, name: str) -> ModelStatus:
+    return ModelStatus(name=name, ready=repository.get(name).ready)

@@ -1,0 +1,332 @@
+"""What a hostile client sends: every request answers 4xx with a JSON error naming what
+was expected, and the server keeps serving. One row per case a review found giving a 5xx
+or stalling the server, and the neighbours of each."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from server.logs import request_id
+from tests.server.conftest import LiveServer, start_server
+
+INFER = "/v2/models/digits/infer"
+PREDICT = "/v1/models/digits:predict"
+UPLOAD = "/v1/models/digits/images:predict"
+DEEP = "[" * 100_000
+HUGE_INT = "9" * 5000  # more digits than Python converts from text
+BIG_INT = 10**400  # an integer no float holds
+
+
+def _png(width: int, height: int, mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+GIANT_PNG = _png(12000, 12000)  # 144 megapixels in about 140 KB
+
+
+def _tensor_json(shape: list[int], data: str | None = None, **fields: Any) -> bytes:
+    """A v2 request whose `data` is the raw JSON text `data` (what json.dumps cannot make)."""
+    tensor = {"name": "input", "shape": shape, "datatype": "FP32", "data": "@", **fields}
+    return json.dumps({"inputs": [tensor]}).replace('"@"', data or "null").encode()
+
+
+def _binary(shape: list[int], size: Any, blob: bytes) -> tuple[bytes, dict[str, str]]:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": shape,
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": size},
+                }
+            ]
+        }
+    ).encode()
+    return header + blob, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def _multipart(*files: tuple[str, bytes, str]) -> dict[str, Any]:
+    return {"files": [("file", f) for f in files]}
+
+
+JSON = {"Content-Type": "application/json"}
+BINARY_OVERFLOW, BINARY_OVERFLOW_HEADERS = _binary([4294967296, 4294967296, 1, 1], 0, b"")
+BINARY_STRING_SIZE, BINARY_STRING_SIZE_HEADERS = _binary([1, 1, 8, 8], "256", b"\0" * 256)
+
+# (case, method, path, request keyword arguments, expected status, part of the message)
+CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
+    (
+        "shape product overflows int64 (JSON)",
+        "POST",
+        INFER,
+        {"content": _tensor_json([4611686018427387904, 1, 8, 8], "[0]"), "headers": JSON},
+        413,
+        "at most 256 per request",
+    ),
+    (
+        "shape with two 2**32 dimensions (JSON)",
+        "POST",
+        INFER,
+        {"content": _tensor_json([4294967296, 4294967296, 1, 1], "[0]"), "headers": JSON},
+        400,
+        "expected [N, 1, 8, 8]",
+    ),
+    (
+        "shape with two 2**32 dimensions (binary)",
+        "POST",
+        INFER,
+        {"content": BINARY_OVERFLOW, "headers": BINARY_OVERFLOW_HEADERS},
+        400,
+        "expected [N, 1, 8, 8]",
+    ),
+    (
+        "integer too large for a float (v2)",
+        "POST",
+        INFER,
+        {"content": _tensor_json([1, 1, 8, 8], json.dumps([BIG_INT] * 64)), "headers": JSON},
+        400,
+        "data must be numbers",
+    ),
+    (
+        "integer too large for a float (v1)",
+        "POST",
+        PREDICT,
+        {"content": json.dumps({"instances": [[[BIG_INT] * 8] * 8]}), "headers": JSON},
+        400,
+        "expected numbers",
+    ),
+    (
+        "5000-digit integer literal (v2)",
+        "POST",
+        INFER,
+        {"content": _tensor_json([1, 1, 8, 8], f"[{HUGE_INT}]"), "headers": JSON},
+        400,
+        "malformed JSON",
+    ),
+    (
+        "5000-digit integer literal (v1)",
+        "POST",
+        PREDICT,
+        {"content": f'{{"instances": [{HUGE_INT}]}}', "headers": JSON},
+        400,
+        "error parsing the body",
+    ),
+    (
+        "deep nesting in data",
+        "POST",
+        INFER,
+        {"content": _tensor_json([1, 1, 8, 8], DEEP), "headers": JSON},
+        400,
+        "nested too deeply",
+    ),
+    (
+        "deep nesting in parameters",
+        "POST",
+        INFER,
+        {"content": f'{{"inputs": [], "parameters": {DEEP}'.encode(), "headers": JSON},
+        400,
+        "nested too deeply",
+    ),
+    (
+        "deep nesting in v1 instances",
+        "POST",
+        PREDICT,
+        {"content": f'{{"instances": {DEEP}'.encode(), "headers": JSON},
+        400,
+        "error parsing the body",
+    ),
+    (
+        "binary_data_size as a string",
+        "POST",
+        INFER,
+        {"content": BINARY_STRING_SIZE, "headers": BINARY_STRING_SIZE_HEADERS},
+        400,
+        "binary_data_size must be a whole number of bytes, got '256'",
+    ),
+    (
+        "booleans as FP32 pixels (v2)",
+        "POST",
+        INFER,
+        {"content": _tensor_json([1, 1, 8, 8], json.dumps([True] * 64)), "headers": JSON},
+        400,
+        "data must be numbers",
+    ),
+    (
+        "booleans as pixels (v1)",
+        "POST",
+        PREDICT,
+        {"json": {"instances": [[[True] * 8] * 8]}},
+        400,
+        "expected numbers",
+    ),
+    ("no inputs", "POST", INFER, {"json": {"inputs": []}}, 400, "inputs: List should have"),
+    ("no instances", "POST", PREDICT, {"json": {"instances": []}}, 422, "instances"),
+    (
+        "multipart upload of a non-image",
+        "POST",
+        UPLOAD,
+        _multipart(("notes.txt", b"hello", "text/plain")),
+        415,
+        "is not a readable PNG/JPEG image",
+    ),
+    (
+        "empty multipart body",
+        "POST",
+        UPLOAD,
+        {"content": b"", "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
+        400,
+        "no image in the request",
+    ),
+    (
+        "12000×12000 PNG upload",
+        "POST",
+        UPLOAD,
+        _multipart(("giant.png", GIANT_PNG, "image/png")),
+        413,
+        "exceeds the limit of 25000000 pixels",
+    ),
+    (
+        "12000×12000 PNG as the raw body",
+        "POST",
+        UPLOAD,
+        {"content": GIANT_PNG, "headers": {"Content-Type": "image/png"}},
+        413,
+        "144000000 pixels exceeds the limit",
+    ),
+    (
+        "12000×12000 PNG in base64 (v1 JSON)",
+        "POST",
+        PREDICT,
+        {"json": {"instances": [{"b64": base64.b64encode(GIANT_PNG).decode()}]}},
+        413,
+        "exceeds the limit of 25000000 pixels",
+    ),
+    (
+        "twelve 12000×12000 PNGs in one upload",
+        "POST",
+        UPLOAD,
+        _multipart(*[(f"g{i}.png", GIANT_PNG, "image/png") for i in range(12)]),
+        413,
+        "exceeds the limit",
+    ),
+    (
+        "invalid gzip body",
+        "POST",
+        INFER,
+        {"content": b"not gzip", "headers": {**JSON, "Content-Encoding": "gzip"}},
+        400,
+        "not valid gzip data",
+    ),
+    ("TRACE", "TRACE", INFER, {}, 405, "Method Not Allowed"),
+    ("unknown model", "POST", "/v2/models/../../etc/infer", {"json": {}}, 404, "Not Found"),
+]
+
+
+@pytest.fixture(scope="module")
+def hostile_server(
+    trained_digits: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """One server for the whole table, so a case that broke it fails the cases after it."""
+    repo = tmp_path_factory.mktemp("hostile") / "models"
+    shutil.copytree(trained_digits, repo / "digits", ignore=shutil.ignore_patterns("checkpoint"))
+    live = start_server(repo)
+    yield live
+    live.stop()
+
+
+@pytest.mark.parametrize(
+    ("case", "method", "path", "kwargs", "status", "message"), CASES, ids=[c[0] for c in CASES]
+)
+def test_hostile_requests_get_a_4xx_json_error_and_the_server_keeps_serving(
+    hostile_server: LiveServer,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    status: int,
+    message: str,
+) -> None:
+    with caplog.at_level(logging.ERROR), hostile_server.client() as http:
+        response = http.request(method, path, **kwargs)
+        assert response.status_code == status, (case, response.text[:300])
+        assert response.headers["content-type"] == "application/json"
+        assert message in response.json()["error"], case
+        if status == 405:
+            assert "POST" in response.headers["allow"]
+        assert http.get("/v2/health/live").status_code == 200
+        assert http.get("/v2/health/ready").status_code == 200
+    assert not [r for r in caplog.records if r.name.startswith("snapens")], case
+
+
+def test_answers_name_no_server_path(hostile_server: LiveServer) -> None:
+    """The repository's location on the server never reaches a client."""
+    root = str(hostile_server.settings.repository.resolve())
+    with hostile_server.client() as http:
+        answers = [
+            http.post("/v2/repository/models/nope/load"),
+            http.post("/v2/repository/index"),
+            http.get("/v2/models/digits"),
+            http.get("/v1/models/nope"),
+        ]
+    assert [a.status_code for a in answers] == [404, 200, 200, 404]
+    for answer in answers:
+        assert (
+            root not in answer.text and str(hostile_server.settings.repository) not in answer.text
+        )
+
+
+def test_an_unexpected_error_is_one_500_logged_once_with_the_request_id(
+    hostile_server: LiveServer,
+) -> None:
+    """Not a client's doing: a route that fails on a server fault. The middleware answers
+    500 with the JSON error shape and logs it once, with the request id."""
+    app = hostile_server.server.config.app
+
+    @app.get("/test-only/fault")  # type: ignore[misc]
+    async def fault() -> None:
+        raise RuntimeError("disk on fire")
+
+    seen: list[tuple[str, str]] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info and "disk on fire" in str(record.exc_info[1]):
+                seen.append((record.name, request_id.get()))
+
+    recorder = Recorder()
+    logging.getLogger().addHandler(recorder)
+    try:
+        with hostile_server.client() as http:
+            response = http.get("/test-only/fault", headers={"X-Request-ID": "req-42"})
+            assert http.get("/v2/health/live").status_code == 200
+    finally:
+        logging.getLogger().removeHandler(recorder)
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal server error"}
+    assert response.headers["x-request-id"] == "req-42"
+    assert seen == [("snapens.server", "req-42")]
+
+
+def test_the_pixel_limit_is_a_setting(serve: Any) -> None:
+    server = serve(max_image_pixels=100)
+    with server.client() as http:
+        small = http.post(UPLOAD, content=_png(8, 8), headers={"Content-Type": "image/png"})
+        large = http.post(UPLOAD, content=_png(11, 10), headers={"Content-Type": "image/png"})
+    assert small.status_code == 200
+    assert (
+        large.status_code == 413 and "110 pixels exceeds the limit of 100" in large.json()["error"]
+    )
