@@ -2,6 +2,7 @@
 
 Order of writes: a snapshot file is written under a temporary name, flushed and
 renamed; only then is the manifest (also written atomically) extended to list it.
+Removals go the other way: the manifest stops listing a file before it is deleted.
 A crash at any point leaves a manifest that lists only complete, checksummed files.
 """
 
@@ -82,21 +83,29 @@ class ModelFolder:
 
     def reopen(self, last_step: int) -> None:
         """Resume: keep only snapshots taken up to the checkpoint's step, drop any later ones
-        (the resumed run takes them again) and any half-written temporaries."""
+        (the resumed run takes them again) and any half-written temporaries.
+
+        The manifest is rewritten first, atomically and in state "training", so that it
+        never lists a file this method is about to delete; only then are the dropped
+        snapshots, stale temporaries and orphans removed. A kill at any point leaves a valid
+        folder (everything listed is present and checksummed), and reopening it again
+        finishes the job: the steps are idempotent.
+        """
         try:
             manifest = self.manifest
         except ManifestError as exc:
             raise UserError(f"--resume: {exc}") from None
         keep = [s for s in manifest.snapshots if s.step <= last_step]
-        for dropped in manifest.snapshots[len(keep) :]:
-            (self.path / dropped.file).unlink(missing_ok=True)
-        remove_stale_temporaries(self.path)
-        remove_stale_temporaries(self.path / SNAPSHOT_DIR)
-        listed = {s.file for s in keep}
-        for orphan in (self.path / SNAPSHOT_DIR).glob("*.onnx"):
-            if f"{SNAPSHOT_DIR}/{orphan.name}" not in listed:
-                orphan.unlink()
+        dropped = [s for s in manifest.snapshots if s.step > last_step]
         self._write(manifest.model_copy(update={"snapshots": keep, "state": "training"}))
+        for entry in dropped:
+            (self.path / entry.file).unlink(missing_ok=True)
+        for directory in (self.path, self.path / SNAPSHOT_DIR, self.path / CHECKPOINT_DIR):
+            remove_stale_temporaries(directory)
+        listed = {s.file for s in keep}
+        for orphan in sorted((self.path / SNAPSHOT_DIR).glob("*.onnx")):
+            if f"{SNAPSHOT_DIR}/{orphan.name}" not in listed:
+                orphan.unlink(missing_ok=True)
 
     def add_snapshot(
         self, onnx_bytes: bytes, meta: SnapshotMeta, export_diff: float
