@@ -3,8 +3,9 @@
 The document is one a generator can use: every `$ref` resolves (the raw-body inference
 routes describe their JSON with models kept in `components`), and every error answer is
 documented with the `{"error": ...}` schema, the validation errors FastAPI documents as
-422 included. Swagger UI and ReDoc are served from the files the fastapi-offline package
-ships, so `/docs` works without internet."""
+422 included; every operation lists the 401 and 405 that any route can answer. Swagger UI
+and ReDoc are served from the files the fastapi-offline package ships, so `/docs` works
+without internet."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel
 
-from server.errors import ErrorResponse
+from server.errors import COMMON_ERRORS, ErrorResponse
 
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
@@ -48,6 +49,10 @@ def _document(app: FastAPI, models: list[type[BaseModel]]) -> dict[str, Any]:
     error = {"application/json": {"schema": ref(ErrorResponse)}}
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
+            for status, common in COMMON_ERRORS.items():
+                operation["responses"].setdefault(
+                    str(status), {"description": common["description"]}
+                )
             for status, response in operation.get("responses", {}).items():
                 if status[0] in "45":
                     response["content"] = error

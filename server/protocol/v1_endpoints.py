@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from server.errors import (
-    COMMON_ERRORS,
     INPUT_ERRORS,
     LOOKUP_ERRORS,
     BadRequest,
@@ -29,7 +28,7 @@ from server.model_repository import ModelRepository
 from server.protocol.dependencies import Decoder, Repository, Settings
 from server.protocol.tensors import check_batch
 
-router = APIRouter(tags=["v1"], responses=COMMON_ERRORS)
+router = APIRouter(tags=["v1"])
 
 
 class PredictRequest(BaseModel):

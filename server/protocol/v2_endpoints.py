@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse
 from server import __version__
 from server.ensemble import DISAGREEMENT_FIGURES
 from server.errors import (
-    COMMON_ERRORS,
     INPUT_ERRORS,
     LOOKUP_ERRORS,
     BadRequest,
@@ -286,8 +285,8 @@ def encode_answer(model_name: str, parsed: ParsedRequest, answer: Answer) -> Res
 
 # Routes --------------------------------------------------------------------------------
 
-health = APIRouter(tags=["v2 health"], responses=COMMON_ERRORS)
-router = APIRouter(tags=["v2 inference"], responses=COMMON_ERRORS)
+health = APIRouter(tags=["v2 health"])
+router = APIRouter(tags=["v2 inference"])
 
 
 @router.get("/v2", response_model=ServerMetadataResponse)
