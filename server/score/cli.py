@@ -86,7 +86,9 @@ def resolve_model(repository: Path, name: str | None) -> Path:
     return repository / models[0]
 
 
-def run(args: argparse.Namespace) -> tuple[Totals, float, Path]:
+def run(args: argparse.Namespace) -> tuple[Totals, float | None, Path]:
+    """Score the input; the totals, the seconds it took (None when --resume found the
+    output already complete and only finished its cleanup) and the model folder."""
     if args.resume and args.engine == "ray":
         raise ScoreError("--resume works with --engine local; a Ray run starts over")
     overrides = {
@@ -113,6 +115,9 @@ def run(args: argparse.Namespace) -> tuple[Totals, float, Path]:
         "members": args.members,
         "chunk_rows": chunk_rows,
     }
+    if output.finished is not None:  # killed once the output was in place: finish cleaning up
+        source.close()
+        return output.finish_cleanup(fingerprint), None, model_dir
     started = time.perf_counter()
     done = output.start(fingerprint)
     try:
@@ -159,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished chunks are kept; continue with --resume", file=sys.stderr)
         return 130
-    if not args.quiet:
+    if not args.quiet and seconds is None:
+        console(stderr=True).print(
+            f"{args.output} was already complete ({totals.rows:,} rows, {totals.failed:,} "
+            "failed); removed what its interrupted run left behind"
+        )
+    elif not args.quiet and seconds is not None:
         scored = totals.rows - totals.failed
         console(stderr=True).print(
             f"scored {scored:,} rows ({totals.failed:,} failed) of {args.input} "

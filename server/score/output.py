@@ -1,13 +1,29 @@
 """The scorer's output: finished chunks are written as Parquet parts in
 `<output>.partial/` (each atomically), so an interrupted run resumes without scoring a
 row twice or losing one; the output file is assembled from the parts under a temporary
-name and renamed only when every row is in."""
+name and renamed only when every row is in.
+
+Finishing is crash-safe at every step (`Output.finish`):
+
+1. the parts are merged, in order, into a temporary file beside the output (fsynced);
+2. `<output>.finished` is written (atomically): the merged file's sha256 and size, the
+   run's totals and its settings fingerprint;
+3. the merged file is renamed to the output;
+4. `<output>.partial/` is removed, then `<output>.finished`.
+
+Killed before 3, the parts are all there and `--resume` assembles them again (the output
+is absent, or still the old one an `--overwrite` run replaces). Killed after 3, the
+marker vouches for the output (same sha256) and `--resume` only finishes step 4.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
-from dataclasses import dataclass
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +32,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from server.atomic import atomic_write_bytes, atomic_writer
+from server.atomic import TEMP_PREFIX, atomic_write_bytes, atomic_writer, sha256_file
 
 FORMATS = (".parquet", ".csv", ".jsonl")
 META = "meta.json"
+FINISHED_SUFFIX = ".finished"
 
 
 class OutputError(ValueError):
@@ -45,35 +62,49 @@ class Output:
     def __init__(self, path: Path, overwrite: bool, resume: bool) -> None:
         if path.suffix not in FORMATS:
             raise OutputError(f"--output {path}: unknown format; expected .parquet, .csv or .jsonl")
-        if path.exists() and not overwrite:
-            raise OutputError(f"--output {path} exists: pass --overwrite to replace it")
-        if not path.parent.is_dir():
-            raise OutputError(f"--output {path}: no such folder {path.parent}")
         self.path = path
         self.partial = path.with_name(path.name + ".partial")
+        self.marker = path.with_name(path.name + FINISHED_SUFFIX)
+        self.resume = resume
+        self.fingerprint: dict[str, Any] = {}
+        record = self._finished_record()
+        # A finished run whose cleanup was cut short: --resume completes it.
+        self.finished = record if resume else None
+        if path.exists() and not overwrite and self.finished is None:
+            hint = (
+                " (the run that wrote it was stopped while cleaning up: pass --resume to finish it)"
+                if record is not None
+                else ""
+            )
+            raise OutputError(f"--output {path} exists: pass --overwrite to replace it{hint}")
+        if not path.parent.is_dir():
+            raise OutputError(f"--output {path}: no such folder {path.parent}")
         if self.partial.exists() and not (resume or overwrite):
             raise OutputError(
                 f"{self.partial} holds an interrupted run: pass --resume to continue it "
                 "or --overwrite to start over"
             )
-        self.resume = resume
+
+    def finish_cleanup(self, fingerprint: dict[str, Any]) -> Totals:
+        """--resume of a run killed after its output was in place (during step 4): check it
+        is the same run, remove what is left of it and return the run's totals."""
+        if self.finished is None:
+            raise OutputError(f"{self.path}: no finished run to clean up")
+        _check_fingerprint(self.finished["fingerprint"], fingerprint, self.path)
+        self._remove_stale_temporaries()
+        self._clean_up()
+        return Totals(**self.finished["totals"])
 
     def start(self, fingerprint: dict[str, Any]) -> set[int]:
         """Prepare the parts folder; the chunk indexes already done (when resuming)."""
+        self.fingerprint = fingerprint
+        self._remove_stale_temporaries()
         meta = self.partial / META
         if self.partial.exists() and self.resume and meta.is_file():
-            saved = json.loads(meta.read_text())
-            changed = [
-                k
-                for k in sorted(set(saved) | set(fingerprint))
-                if saved.get(k) != fingerprint.get(k)
-            ]
-            if changed:
-                raise OutputError(
-                    f"--resume: {self.partial} was made with other settings or input "
-                    f"({', '.join(changed)}); use --overwrite to start over"
-                )
+            _check_fingerprint(json.loads(meta.read_text()), fingerprint, self.partial)
             return {int(p.stem.removeprefix("part-")) for p in self.partial.glob("part-*.parquet")}
+        # An earlier run's marker must not vouch for this run's output.
+        self.marker.unlink(missing_ok=True)
         if self.partial.exists():
             shutil.rmtree(self.partial)
         self.partial.mkdir()
@@ -88,29 +119,117 @@ class Output:
         return sorted(self.partial.glob("part-*.parquet"))
 
     def finish(self, parts: list[Path], classes: list[str], cycles: list[int]) -> Totals:
-        """Assemble the parts, in order, into the output file (atomically) and remove them."""
+        """Assemble the parts, in order, into the output file and remove them, in the four
+        crash-safe steps the module's docstring lists."""
         totals = Totals()
-        with atomic_writer(self.path) as handle:
-            writer: Any = None
-            for part in parts:
-                table = pq.read_table(part)
-                totals.add(table)
-                if self.path.suffix == ".parquet":
-                    if writer is None:
-                        writer = pq.ParquetWriter(handle, table.schema)
-                    writer.write_table(table)
-                elif self.path.suffix == ".csv":
-                    flat = flatten_for_csv(table, classes, cycles)
-                    if writer is None:
-                        writer = pacsv.CSVWriter(handle, flat.schema)
-                    writer.write_table(flat)
-                else:
-                    for row in table.to_pylist():
-                        handle.write(json.dumps(row).encode() + b"\n")
-            if writer is not None:
-                writer.close()
-        shutil.rmtree(self.partial)
+        fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{self.path.name}.", dir=self.path.parent)
+        merged = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(fd, _new_file_mode())  # mkstemp creates 0600
+                _assemble(handle, self.path.suffix, parts, classes, cycles, totals)
+                handle.flush()
+                os.fsync(handle.fileno())
+            record = {
+                "sha256": sha256_file(merged),
+                "bytes": merged.stat().st_size,
+                "totals": asdict(totals),
+                "fingerprint": self.fingerprint,
+            }
+            atomic_write_bytes(self.marker, json.dumps(record, indent=1).encode())
+            os.replace(merged, self.path)
+        except BaseException:
+            merged.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.path.parent)
+        self._clean_up()
         return totals
+
+    def _finished_record(self) -> dict[str, Any] | None:
+        """The marker's record, when the output on disk is the file it describes."""
+        try:
+            record = json.loads(self.marker.read_bytes())
+            if not isinstance(record, dict) or not self.path.is_file():
+                return None
+            if self.path.stat().st_size != record["bytes"]:
+                return None
+            if sha256_file(self.path) != record["sha256"]:
+                return None
+            Totals(**record["totals"])
+            dict(record["fingerprint"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return record
+
+    def _clean_up(self) -> None:
+        """Step 4: the parts folder, then the marker (which keeps vouching until the end)."""
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+            _fsync_dir(self.path.parent)
+        self.marker.unlink(missing_ok=True)
+        _fsync_dir(self.path.parent)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporaries of this output (merged file, marker) left by a killed run."""
+        names = re.escape(TEMP_PREFIX + self.path.name) + f"({re.escape(FINISHED_SUFFIX)})?"
+        stale = re.compile(names + r"\.[a-z0-9_]+")
+        for leftover in self.path.parent.glob(TEMP_PREFIX + "*"):
+            if stale.fullmatch(leftover.name) and leftover.is_file():
+                leftover.unlink(missing_ok=True)
+
+
+def _check_fingerprint(saved: dict[str, Any], fingerprint: dict[str, Any], what: Path) -> None:
+    changed = [
+        k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k) != fingerprint.get(k)
+    ]
+    if changed:
+        raise OutputError(
+            f"--resume: {what} was made with other settings or input "
+            f"({', '.join(changed)}); use --overwrite to start over"
+        )
+
+
+def _assemble(
+    handle: Any,
+    suffix: str,
+    parts: list[Path],
+    classes: list[str],
+    cycles: list[int],
+    totals: Totals,
+) -> None:
+    writer: Any = None
+    for part in parts:
+        table = pq.read_table(part)
+        totals.add(table)
+        if suffix == ".parquet":
+            if writer is None:
+                writer = pq.ParquetWriter(handle, table.schema)
+            writer.write_table(table)
+        elif suffix == ".csv":
+            flat = flatten_for_csv(table, classes, cycles)
+            if writer is None:
+                writer = pacsv.CSVWriter(handle, flat.schema)
+            writer.write_table(flat)
+        else:
+            for row in table.to_pylist():
+                handle.write(json.dumps(row).encode() + b"\n")
+    if writer is not None:
+        writer.close()
+
+
+def _new_file_mode() -> int:
+    """0o666 less the process umask: the mode open() gives a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def flatten_for_csv(table: pa.Table, classes: list[str], cycles: list[int]) -> pa.Table:
