@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-request-batch", type=int, help="rows allowed in one request (default 256)")
     add("--max-body-bytes", type=int, help="request body limit (default 32 MiB)")
     add(
+        "--max-image-pixels",
+        type=int,
+        help="uploads whose header declares more pixels get 413, undecoded (default 25,000,000)",
+    )
+    add("--decode-workers", type=int, help="uploaded images decoded at once (default 2)")
+    add(
         "--poll-interval-s", type=float, help="manifest polling for hot reload, 0 = off (default 2)"
     )
     add("--intra-op-threads", type=int, help="onnxruntime intra-op threads (default 0 = all cores)")

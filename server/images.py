@@ -8,6 +8,7 @@ at the smallest DCT scale that is still at least the target size (Pillow's draft
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,9 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".
 GREY_MODES = frozenset({"L", "1", "I", "I;16", "LA"})
 # 25 megapixels: a 48 MP phone photo is refused, a 5000×5000 scan is not.
 DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
+# Pillow warns on opening an image over its own guard (89 MP); the limit above is checked
+# right after, from the same header, so the warning would only repeat the refusal.
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
 class ImageDecodeError(ValueError):

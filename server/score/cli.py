@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--engine", choices=["local", "ray"], default="local")
     add("--members", action="store_true", help="also write each snapshot's label")
     add("--column", default="path", help="the column of image paths in a .parquet/.csv input")
+    add(
+        "--max-image-pixels",
+        type=int,
+        help="images whose header declares more pixels fail as rows (default 25,000,000)",
+    )
     add("--decode-workers", type=int, default=os.cpu_count() or 1, help="image decoding threads")
     add("--actors", type=int, help="Ray: scoring actors (default: one per GPU, else CPUs / 2)")
     add("--ray-address", help="Ray: the cluster to join (default: start a local one)")
@@ -92,7 +97,9 @@ def run(args: argparse.Namespace) -> tuple[Totals, float | None, Path]:
     if args.resume and args.engine == "ray":
         raise ScoreError("--resume works with --engine local; a Ray run starts over")
     overrides = {
-        k: getattr(args, k) for k in ("providers", "execution") if getattr(args, k) is not None
+        k: getattr(args, k)
+        for k in ("providers", "execution", "max_image_pixels")
+        if getattr(args, k) is not None
     }
     try:
         settings = RuntimeSettings(**overrides)
@@ -102,7 +109,7 @@ def run(args: argparse.Namespace) -> tuple[Totals, float | None, Path]:
     output = Output(args.output, args.overwrite, args.resume)  # refuse a bad output before any work
     runtime = EnsembleRuntime.load(model_dir, args.m, settings)
     spec = runtime.manifest.input
-    source = open_source(args.input, spec, args.column)
+    source = open_source(args.input, spec, args.column, settings.max_image_pixels)
     row_bytes = 4 * spec.channels * spec.height * spec.width
     row_bytes += ANSWER_COPIES * 4 * runtime.m * len(runtime.manifest.classes)
     chunk_rows = args.chunk_rows or max(
