@@ -152,10 +152,12 @@ _choosing = threading.Lock()
 
 def choose_providers(choice: str, *, fresh: bool = False) -> ProviderChoice:
     """The providers to ask onnxruntime for. `auto` takes TensorRT and CUDA only where their
-    libraries load here and logs one warning naming what is missing when this onnxruntime
-    build has a GPU provider it cannot use. An explicit `cuda` or `tensorrt` that cannot load
-    raises ProviderUnavailable naming the missing libraries. Decided (and warned about) once
-    per process, however many models load at once; fresh=True decides and warns again."""
+    libraries load here and logs one line naming what is missing when this onnxruntime
+    build has a GPU provider it cannot use: a warning where the NVIDIA driver is present
+    (a GPU host missing libraries), at info level where it is not (a host without a GPU).
+    An explicit `cuda` or `tensorrt` that cannot load raises ProviderUnavailable naming the
+    missing libraries. Decided (and said) once per process, however many models load at
+    once; fresh=True decides and says it again."""
     with _choosing:
         if fresh or choice not in _choices:
             _choices[choice] = _choose(choice)
@@ -182,7 +184,10 @@ def _choose(choice: str) -> ProviderChoice:
     if not skipped:
         return ProviderChoice([*usable, CPU])
     note = f"{'; '.join(skipped)}; serving on {PROVIDER_NAMES[(usable or [CPU])[0]]}"
-    log.warning("%s", note)
+    # No NVIDIA driver means no GPU on this host: the CPU is the expected choice, not a
+    # fault (the GPU image on a CPU host). A driver with libraries missing is a fault.
+    no_gpu = not usable and not library_loads(DRIVER)
+    log.log(logging.INFO if no_gpu else logging.WARNING, "%s", note)
     return ProviderChoice([*usable, CPU], note)
 
 
