@@ -477,3 +477,24 @@ def test_bad_input_is_one_clear_message_and_leaves_nothing(
         p for p in work.rglob("*") if p.suffix in (".parquet", ".partial")
     } <= before  # nothing half-written
     assert (work / "exists.csv").read_text() == "old"
+
+
+def test_images_over_the_pixel_limit_fail_as_rows_undecoded(
+    digits_repo: Path, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The scorer refuses an image from its header as the server does: a failed row naming
+    the limit, the rest scored."""
+    buffer = io.BytesIO()
+    Image.new("L", (12000, 12000)).save(buffer, "PNG", compress_level=1)
+    (inputs["folder"] / "giant.png").write_bytes(buffer.getvalue())
+    for limit, failed in ((None, 1), (63, 41)):  # the digits are 8×8 = 64-pixel PNGs
+        out = tmp_path / f"limit-{limit}.jsonl"
+        args = ["--repository", str(digits_repo), "--input", str(inputs["folder"]), "--quiet"]
+        if limit is not None:
+            args += ["--max-image-pixels", str(limit)]
+        assert score([*args, "--output", str(out)]) == 0
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        errors = {r["path"]: r["error"] for r in rows if r["error"]}
+        assert len(rows) == 41 and len(errors) == failed
+        assert "144000000 pixels exceeds the limit" in errors["giant.png"]
+    assert "64 pixels exceeds the limit of 63 pixels" in errors["000.png"]
