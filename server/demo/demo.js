@@ -43,6 +43,12 @@ function say(message, isError = false) {
   status.classList.toggle("error", isError);
 }
 
+// An error about the image replaces the answer: the one shown was for another image or setting.
+function fail(message) {
+  $("results").hidden = true;
+  say(message, true);
+}
+
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -134,7 +140,7 @@ $("m").addEventListener("change", () => {
 function useFile(file) {
   if (!file) return;
   if (!/^image\/(png|jpeg)$/.test(file.type)) {
-    say(`${file.name} is not a PNG or JPEG image.`, true);
+    fail(`${file.name} is not a PNG or JPEG image.`);
     return;
   }
   state.file = file;
@@ -175,7 +181,7 @@ async function predict() {
     render(body.predictions[0]);
     say(`Answered by snapshots ${body.snapshots.join(", ")} of ${body.model_name}.`);
   } catch (error) {
-    if (sequence === state.sequence) say(error.message, true);
+    if (sequence === state.sequence) fail(error.message);
   }
 }
 

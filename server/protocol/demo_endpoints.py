@@ -24,8 +24,13 @@ ASSETS = {
     "index.html": "text/html; charset=utf-8",
     "demo.js": "text/javascript; charset=utf-8",
     "demo.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
-PAGE_PATHS = frozenset({"/", *(f"/demo/{name}" for name in ASSETS if name != "index.html")})
+# The icon is also answered where browsers and tools look for one without being told.
+FAVICON_PATH = "/favicon.ico"
+PAGE_PATHS = frozenset(
+    {"/", FAVICON_PATH, *(f"/demo/{name}" for name in ASSETS if name != "index.html")}
+)
 # What the trainer writes beside the manifest; nothing else in a model folder is served.
 REPORT_FILES = {
     "report.json": "application/json",
@@ -45,6 +50,11 @@ def _asset(name: str) -> Response:
 @router.get("/", include_in_schema=False)
 async def page() -> Response:
     return _asset("index.html")
+
+
+@router.get(FAVICON_PATH, include_in_schema=False)
+async def favicon() -> Response:
+    return _asset("favicon.svg")
 
 
 @router.get("/demo/{asset}", include_in_schema=False)

@@ -82,11 +82,16 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh tab; fails the test on any uncaught script error."""
+    """A fresh tab; fails the test on any uncaught script error or any request of the page
+    answered 404."""
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on(
+        "response",
+        lambda response: errors.append(f"404 {response.url}") if response.status == 404 else None,
+    )
     yield tab
     context.close()
     assert not errors, errors
@@ -146,13 +151,57 @@ def test_demo_page_shows_the_answer_the_votes_and_the_training_report(
     expect(page.locator("#votes li")).to_have_count(2)
     expect(page.locator("#votes .snapshot")).to_have_text(["snapshot 4", "snapshot 5"])
 
+    # A file the server cannot read: its error replaces the answer to the previous image.
+    broken: FilePayload = {"name": "broken.png", "mimeType": "image/png", "buffer": b"not a png"}
+    with server.client() as http:
+        refused = http.post(
+            "/v1/models/digits/images:predict",
+            files={"file": ("broken.png", broken["buffer"], "image/png")},
+        )
+    assert refused.status_code in {400, 415}, refused.text
+    page.set_input_files("#file", files=[broken])
+    expect(page.locator("#status")).to_have_text(refused.json()["error"])
+    expect(page.locator("#status")).to_have_class(re.compile(r"\berror\b"))
+    expect(page.locator("#results")).to_be_hidden()
+    # A file of the wrong type is refused by the page itself, with the same effect.
+    page.set_input_files("#file", files=[upload])
+    expect(page.locator("#results")).to_be_visible()
+    text: FilePayload = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"7"}
+    page.set_input_files("#file", files=[text])
+    expect(page.locator("#status")).to_have_text("notes.txt is not a PNG or JPEG image.")
+    expect(page.locator("#results")).to_be_hidden()
+
+
+def test_demo_page_has_an_icon(server: LiveServer, page: Page) -> None:
+    """The icon the page names, and the same at /favicon.ico where browsers look unasked."""
+    page.goto(f"{server.url}/")
+    href = page.locator('link[rel="icon"]').get_attribute("href")
+    assert href
+    icons = [page.request.get(server.url + path) for path in (href, "/favicon.ico")]
+    for icon in icons:
+        assert icon.status == 200, icon.url
+        assert icon.headers["content-type"] == "image/svg+xml"
+        assert icon.body().lstrip().startswith(b"<svg")
+    assert icons[0].body() == icons[1].body()
+    # The page draws it: an image the browser can decode, as wide as its viewBox says.
+    width = page.evaluate(
+        """async (href) => {
+          const img = new Image();
+          img.src = href;
+          await img.decode();
+          return img.naturalWidth;
+        }""",
+        href,
+    )
+    assert width > 0
+
 
 def test_demo_page_asks_for_the_api_key_and_sends_it(
     serve: Callable[..., LiveServer], page: Page, digit_images: tuple[np.ndarray, np.ndarray]
 ) -> None:
     server = serve(api_key="s3cret")
     with server.client() as http:
-        for path in ("/", "/demo/demo.js", "/demo/demo.css"):
+        for path in ("/", "/demo/demo.js", "/demo/demo.css", "/demo/favicon.svg", "/favicon.ico"):
             assert http.get(path).status_code == 200, path
         assert http.get("/demo/__init__.py").status_code == 401
         assert http.get("/v1/models/digits/report/learning_rate.png").status_code == 401
