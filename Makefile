@@ -12,7 +12,7 @@ ORT ?= $(shell $(PYTHON) -c "import platform, sys; print('gpu' if sys.platform =
 REPOSITORY ?= models
 PORT ?= 8000
 
-.PHONY: setup setup-run setup-test run test lint browser
+.PHONY: setup setup-run setup-test run test lint browser fuzz
 
 # What `make run` needs: torch, then the package with the trainer's extra and onnxruntime.
 setup-run: $(VENV)/.installed-run
@@ -48,3 +48,8 @@ browser:
 
 test: lint browser
 	$(BIN)/python -m pytest
+
+# The long schemathesis run (every check, about 13,000 requests) against a real server on
+# the digits default; `make test` runs a short one.
+fuzz: setup-test
+	$(BIN)/python bench/fuzz.py

@@ -1,5 +1,5 @@
 """The ensemble arithmetic: one definition, used by the trainer's report, the server
-and the batch scorer (see DESIGN.md, "Ensemble arithmetic").
+and the batch scorer (see docs/design.md, "Ensemble arithmetic").
 
 Members are combined by averaging probabilities, not logits, as in Snapshot Ensembles.
 """

@@ -1,4 +1,4 @@
-"""Writing one model folder of the repository, `models/<name>/`, as DESIGN.md fixes it.
+"""Writing one model folder of the repository, `models/<name>/`, as docs/design.md fixes it.
 
 Order of writes: a snapshot file is written under a temporary name, flushed and
 renamed; only then is the manifest (also written atomically) extended to list it.

@@ -20,7 +20,7 @@ from sklearn.datasets import load_digits
 from server.app import create_app
 from server.settings import ServerSettings
 
-# The disagreement figures every prediction carries (DESIGN.md), spelled out here rather
+# The disagreement figures every prediction carries (docs/design.md), spelled out here rather
 # than imported, so the tests check the contract and not the implementation's own list.
 FIGURES = (
     "vote_disagreement",

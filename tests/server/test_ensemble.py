@@ -1,4 +1,4 @@
-"""The ensemble arithmetic against DESIGN.md's definitions, written out the slow way."""
+"""The ensemble arithmetic against docs/design.md's definitions, written out the slow way."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.server.conftest import FIGURES
 
 
 def reference(members: np.ndarray, n: int) -> dict[str, float]:
-    """DESIGN.md's formulas for input n, one scalar at a time."""
+    """docs/design.md's formulas for input n, one scalar at a time."""
     m, _, k = members.shape
     p = [members[i, n] for i in range(m)]
     p_bar = [sum(p[i][c] for i in range(m)) / m for c in range(k)]
