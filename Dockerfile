@@ -49,8 +49,8 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     set -- /wheels/snapens-*.whl \
     && case "${ORT}" in \
-        gpu) pip install --no-cache-dir "$1[gpu]" "onnxruntime-gpu[cuda,cudnn]>=1.20" ;; \
-        cpu) pip install --no-cache-dir "$1[cpu]" ;; \
+        gpu) pip install --no-cache-dir "$1[serve,gpu]" "onnxruntime-gpu[cuda,cudnn]>=1.20" ;; \
+        cpu) pip install --no-cache-dir "$1[serve,cpu]" ;; \
         *) echo "ORT must be gpu or cpu, not ${ORT}" >&2; exit 1 ;; \
     esac \
     && nvidia="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/nvidia" \

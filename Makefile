@@ -22,11 +22,11 @@ setup setup-test: $(VENV)/.installed-test
 $(VENV)/.installed-run: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[train,$(ORT)]"
+	$(BIN)/python -m pip install --quiet -e ".[train,serve,$(ORT)]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-run
-	$(BIN)/python -m pip install --quiet -e ".[train,dev,ray,$(ORT)]"
+	$(BIN)/python -m pip install --quiet -e ".[train,serve,dev,ray,$(ORT)]"
 	touch $@
 
 run: setup-run

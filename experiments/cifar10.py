@@ -246,7 +246,7 @@ def validation_split() -> tuple[np.ndarray, np.ndarray]:
 def evaluate(
     method: Method, runs: list[dict[str, Any]], x: np.ndarray, y: np.ndarray
 ) -> dict[str, Any]:
-    from experiments.metrics import evaluate_members, reliability
+    from snapens.evaluation import evaluate_members, reliability
 
     folders = [ROOT / r["folder"] for r in runs]
     members = member_probabilities(folders, method.members_from, x)

@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from server.images import ImageDecodeError, ImageTooLarge, to_model_input
-from server.manifest import InputSpec
 from server.runtime import Float32Array
+from snapens.images import ImageDecodeError, ImageTooLarge, to_model_input
+from snapens.manifest import InputSpec
 
 
 class ImageDecoder:

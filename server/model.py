@@ -15,12 +15,12 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from server.batching import DynamicBatcher
-from server.ensemble import EnsembleResult, combine
 from server.errors import BadRequest, NotReady
-from server.manifest import MANIFEST_FILE, ManifestError, utc_now
 from server.metrics import Metrics
 from server.runtime import EnsembleRuntime, Float32Array, RuntimeLoadError
 from server.settings import ServerSettings
+from snapens.ensemble import EnsembleResult, combine
+from snapens.manifest import MANIFEST_FILE, ManifestError, utc_now
 
 log = logging.getLogger("snapens.model")
 

@@ -10,10 +10,10 @@ import logging
 from pathlib import Path
 
 from server.errors import NotFound
-from server.manifest import MANIFEST_FILE
 from server.metrics import Metrics
 from server.model import ServedModel
 from server.settings import ServerSettings
+from snapens.manifest import MANIFEST_FILE
 
 log = logging.getLogger("snapens.repository")
 

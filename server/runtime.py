@@ -25,10 +25,10 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 
-from server.ensemble import EnsembleResult, combine, softmax
 from server.fusion import MEMBER_PROBABILITIES, PROBABILITIES, fuse
-from server.manifest import Manifest, ManifestError, SnapshotEntry, read_manifest, read_snapshot
 from server.settings import RuntimeSettings
+from snapens.ensemble import EnsembleResult, combine, softmax
+from snapens.manifest import Manifest, ManifestError, SnapshotEntry, read_manifest, read_snapshot
 
 log = logging.getLogger("snapens.runtime")
 

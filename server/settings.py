@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from server.images import DEFAULT_MAX_IMAGE_PIXELS
+from snapens.images import DEFAULT_MAX_IMAGE_PIXELS
 
 Providers = Literal["auto", "cuda", "tensorrt", "cpu"]
 

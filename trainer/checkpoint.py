@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from server.atomic import atomic_writer
+from snapens.atomic import atomic_writer
 from trainer.errors import UserError
 
 CHECKPOINT_FORMAT = 1

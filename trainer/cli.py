@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from server.console import console
-from server.manifest import ManifestError, read_manifest
-from server.summary import summarize
+from snapens.console import console
+from snapens.folder import FolderError, ModelFolder
+from snapens.manifest import ManifestError, read_manifest
+from snapens.summary import summarize
 from trainer.config import TrainConfig, build_config, load_config_file
 from trainer.errors import UserError
 from trainer.nets import ARCH_HELP
-from trainer.repository import ModelFolder
 
 EXIT_USAGE = 2
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if result is not None:
             print_summary(result.folder.path)
         return 0
-    except UserError as exc:
+    except (UserError, FolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from server.atomic import atomic_writer
-from server.images import IMAGE_SUFFIXES, ImageDecodeError, decode_image, probe
+from snapens.atomic import atomic_writer
+from snapens.images import ImageDecodeError, decode_image, is_image_name, probe
 from trainer.errors import UserError
 
 CACHE_VERSION = 1
@@ -61,12 +61,7 @@ class _ImageIndex:
 
 def _class_items(names: list[str]) -> tuple[list[str], list[tuple[str, int]]]:
     """Map 'class/.../file.jpg' names to classes, skipping a single wrapping folder."""
-    images = [n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES]
-    images = [
-        n
-        for n in images
-        if not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(n).parts)
-    ]
+    images = [n for n in names if is_image_name(n)]
     parts = [PurePosixPath(n).parts for n in images]
     # A zip of "train/airplane/x.jpg" wraps the class folders in one top folder: skip it.
     while parts and all(len(p) > 2 for p in parts) and len({p[0] for p in parts}) == 1:

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from server.ensemble import softmax
+from snapens.ensemble import softmax
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

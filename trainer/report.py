@@ -15,17 +15,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from server.ensemble import (
-    combine,
+from snapens.ensemble import (
     error_rate,
-    negative_log_likelihood,
     pairwise_disagreement_matrix,
 )
-from server.manifest import Manifest, utc_now
+from snapens.evaluation import evaluate_members
+from snapens.manifest import Manifest, utc_now
 from trainer.plots import colour_range, plain_ticks, readable_y
 
 if TYPE_CHECKING:
-    from trainer.repository import ModelFolder
+    from snapens.folder import ModelFolder
     from trainer.schedules import Plan
     from trainer.train import History
 
@@ -37,22 +36,6 @@ def _curve(lr: list[float], snapshot_steps: list[int]) -> dict[str, list[float]]
     stride = max(1, -(-len(lr) // MAX_CURVE_POINTS))
     steps = sorted(set(range(1, len(lr) + 1, stride)) | {s for s in snapshot_steps if s <= len(lr)})
     return {"step": [float(s) for s in steps], "lr": [lr[s - 1] for s in steps]}
-
-
-def ensemble_by_size(member_probs: np.ndarray, targets: np.ndarray) -> list[dict[str, Any]]:
-    """Error and NLL of the ensemble of the last k members, k = 1..M."""
-    rows = []
-    for k in range(1, len(member_probs) + 1):
-        result = combine(member_probs[-k:])
-        rows.append(
-            {
-                "k": k,
-                "error": error_rate(result.probabilities, targets),
-                "nll": negative_log_likelihood(result.probabilities, targets),
-                "mean_mutual_information": float(result.mutual_information.mean()),
-            }
-        )
-    return rows
 
 
 def build_report(
@@ -90,7 +73,7 @@ def build_report(
     if not cycles:
         return report
     member_probs = np.stack([history.snapshot_probs[c].numpy().astype(np.float64) for c in cycles])
-    by_size = ensemble_by_size(member_probs, y)
+    by_size = evaluate_members(member_probs, y)
     singles = [error_rate(p, y) for p in member_probs]
     best = int(np.argmin(singles))
     report |= {
@@ -137,7 +120,7 @@ def plot_figures(report: dict[str, Any]) -> dict[str, Any]:
 
     if "ensemble_of_last" in report:
         fig, ax = plt.subplots(figsize=(5, 3.2))
-        ks = [row["k"] for row in report["ensemble_of_last"]]
+        ks = [row["m"] for row in report["ensemble_of_last"]]
         ensemble = [100 * row["error"] for row in report["ensemble_of_last"]]
         ax.plot(ks, ensemble, "o-", label="ensemble of the last k")
         singles = [100 * s["error"] for s in reversed(report["snapshots"])]

@@ -29,8 +29,9 @@ from rich.progress import (
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from server.console import console
-from server.manifest import FORMAT_VERSION, InputSpec, Manifest, OutputSpec, utc_now
+from snapens.console import console
+from snapens.folder import ModelFolder, SnapshotMeta
+from snapens.manifest import FORMAT_VERSION, InputSpec, Manifest, OutputSpec, utc_now
 from trainer.augment import random_crop_flip
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
@@ -45,7 +46,6 @@ from trainer.errors import UserError
 from trainer.export import INPUT_NAME, OUTPUT_NAME, ExportError, SnapshotExporter, verify_onnx
 from trainer.nets import Normalized, build_network, default_arch
 from trainer.report import write_report
-from trainer.repository import ModelFolder, SnapshotMeta
 from trainer.runtime import Runtime
 from trainer.schedules import (
     LRSchedule,

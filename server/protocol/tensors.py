@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from server.errors import BadRequest, PayloadTooLarge
-from server.manifest import InputSpec
 from server.runtime import Float32Array
+from snapens.manifest import InputSpec
 
 # Open Inference Protocol datatypes and their numpy types.
 DATATYPES: dict[str, np.dtype] = {

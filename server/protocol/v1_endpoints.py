@@ -22,11 +22,11 @@ from server.errors import (
     UnsupportedMediaType,
     client_input,
 )
-from server.manifest import InputSpec
 from server.model import Answer, ServedModel
 from server.model_repository import ModelRepository
 from server.protocol.dependencies import Decoder, Repository, Settings
 from server.protocol.tensors import check_batch
+from snapens.manifest import InputSpec
 
 router = APIRouter(tags=["v1"])
 

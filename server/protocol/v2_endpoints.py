@@ -14,7 +14,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from server import __version__
-from server.ensemble import DISAGREEMENT_FIGURES
 from server.errors import (
     INPUT_ERRORS,
     LOOKUP_ERRORS,
@@ -41,6 +40,7 @@ from server.protocol.v2_models import (
     ServerMetadataResponse,
     TensorMetadata,
 )
+from snapens.ensemble import DISAGREEMENT_FIGURES
 
 MODEL_VERSION = "1"
 PLATFORM = "onnxruntime_onnx"

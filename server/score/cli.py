@@ -12,13 +12,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from server.console import console
-from server.manifest import MANIFEST_FILE, ManifestError
 from server.runtime import EnsembleRuntime, RuntimeLoadError
 from server.score.local import Options, score_local
 from server.score.output import Output, OutputError, Totals
 from server.score.sources import InputError, open_source
 from server.settings import RuntimeSettings
+from snapens.console import console
+from snapens.manifest import MANIFEST_FILE, ManifestError
 
 EXIT_USAGE = 2
 CHUNK_BYTES = 64 * 1024 * 1024  # a chunk's decoded input and answer come to about this much

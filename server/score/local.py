@@ -25,11 +25,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from server.console import console
 from server.runtime import EnsembleRuntime
 from server.score.output import Output
 from server.score.records import answer_table
 from server.score.sources import ArraySource, Chunk, Decoded, ImageSource
+from snapens.console import console
 
 _DONE = object()
 

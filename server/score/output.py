@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from server.atomic import TEMP_PREFIX, atomic_write_bytes, atomic_writer, sha256_file
+from snapens.atomic import TEMP_PREFIX, atomic_write_bytes, atomic_writer, sha256_file
 
 FORMATS = (".parquet", ".csv", ".jsonl")
 META = "meta.json"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from server.ensemble import DISAGREEMENT_FIGURES
 from server.runtime import BatchAnswer
+from snapens.ensemble import DISAGREEMENT_FIGURES
 
 
 def _scatter(values: np.ndarray, ok: np.ndarray, dtype: pa.DataType) -> pa.Array:

@@ -23,14 +23,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from server.images import (
+from server.runtime import Float32Array
+from snapens.images import (
     DEFAULT_MAX_IMAGE_PIXELS,
-    IMAGE_SUFFIXES,
     ImageDecodeError,
+    is_image_name,
     to_model_input,
 )
-from server.manifest import InputSpec
-from server.runtime import Float32Array
+from snapens.manifest import InputSpec
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 TABLE_SUFFIXES = (".parquet", ".csv")
@@ -203,18 +203,11 @@ class ImageSource:
             self.closer()
 
 
-def _is_image(name: str) -> bool:
-    parts = PurePosixPath(name).parts
-    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES and not any(
-        p.startswith((".", "__MACOSX")) for p in parts
-    )
-
-
 def _folder(path: Path, spec: InputSpec) -> ImageSource:
     names = sorted(
         PurePosixPath(os.path.relpath(p, path)).as_posix()
         for p in path.rglob("*")
-        if p.is_file() and _is_image(str(p.relative_to(path)))
+        if p.is_file() and is_image_name(str(p.relative_to(path)))
     )
     return ImageSource(path, names, lambda name: (path / name).read_bytes(), spec)
 
@@ -225,7 +218,7 @@ def _zip(path: Path, spec: InputSpec) -> ImageSource:
     except zipfile.BadZipFile:
         raise InputError(f"{path}: not a readable zip file") from None
     names = sorted(
-        i.filename for i in archive.infolist() if not i.is_dir() and _is_image(i.filename)
+        i.filename for i in archive.infolist() if not i.is_dir() and is_image_name(i.filename)
     )
     return ImageSource(path, names, archive.read, spec, closer=archive.close)
 

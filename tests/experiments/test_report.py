@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from experiments.metrics import evaluate_members, reliability
 from experiments.report import plot_figures, write_summary
+from snapens.evaluation import evaluate_members, reliability
 from tests.plot_checks import assert_readable_y
 
 

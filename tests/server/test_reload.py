@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from server.manifest import read_manifest
+from snapens.manifest import read_manifest
 from tests.conftest import ROOT
 from tests.server.conftest import LiveServer, wait_until
 

@@ -13,8 +13,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from server.ensemble import softmax
-from server.manifest import ManifestError, read_manifest
 from server.runtime import (
     CPU,
     CUDA,
@@ -30,6 +28,8 @@ from server.runtime import (
     provider_library,
 )
 from server.settings import RuntimeSettings
+from snapens.ensemble import softmax
+from snapens.manifest import ManifestError, read_manifest
 
 
 def own_outputs(model_dir: Path, x: np.ndarray, cycles: list[int]) -> np.ndarray:

@@ -24,10 +24,10 @@ import pytest
 import tritonclient.http as triton
 from PIL import Image
 
-from server.images import to_model_input
 from server.runtime import EnsembleRuntime
 from server.score.cli import main as score
 from server.settings import RuntimeSettings
+from snapens.images import to_model_input
 from tests.conftest import ROOT
 from tests.server.conftest import FIGURES, LiveServer
 

@@ -13,8 +13,8 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from tests.server.conftest import FIGURES, LiveServer
-from tests.server.test_ensemble import reference
 from tests.server.test_runtime import own_outputs
+from tests.snapens.test_ensemble import reference
 
 
 def json_infer(server: LiveServer, x: np.ndarray, **extra: object) -> dict:

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from server.atomic import atomic_write_bytes, atomic_writer, sha256_file
-from server.manifest import read_manifest, read_snapshot
+from snapens.atomic import atomic_write_bytes, atomic_writer, sha256_file
+from snapens.manifest import read_manifest, read_snapshot
 from tests.conftest import ROOT
 
 CRASH_DURING_SNAPSHOT = """
 import os, sys
 from pathlib import Path
-import server.atomic as atomic
-from trainer.repository import ModelFolder, SnapshotMeta
+import snapens.atomic as atomic
+from snapens.folder import ModelFolder, SnapshotMeta
 
 folder = ModelFolder(Path(sys.argv[1]).parent, Path(sys.argv[1]).name)
 real_fdopen = os.fdopen
@@ -84,7 +84,7 @@ def test_tampered_snapshot_is_detected(trained_digits: Path, tmp_path: Path) -> 
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    from server.manifest import ManifestError
+    from snapens.manifest import ManifestError
 
     with pytest.raises(ManifestError, match="does not match the manifest"):
         read_snapshot(folder, entry)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.atomic import sha256_file
-from server.manifest import read_manifest, read_snapshot
+from snapens.atomic import sha256_file
+from snapens.manifest import read_manifest, read_snapshot
 from tests.conftest import run_trainer_process
 
 TrainCli = Callable[..., tuple[int, Path]]
@@ -49,7 +49,7 @@ def test_default_digits_run_writes_five_verified_snapshots(tmp_path: Path) -> No
     assert report["ensemble"]["m"] == 5
     assert report["ensemble"]["error"] <= report["best_single"]["error"]
     assert report["ensemble"]["at_least_as_good_as_best_single"] is True
-    assert [row["k"] for row in report["ensemble_of_last"]] == [1, 2, 3, 4, 5]
+    assert [row["m"] for row in report["ensemble_of_last"]] == [1, 2, 3, 4, 5]
     assert len(report["pairwise_disagreement"]["matrix"]) == 5
     for plot in ("learning_rate.png", "ensemble_size.png", "disagreement.png"):
         assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

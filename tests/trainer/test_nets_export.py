@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from server.ensemble import softmax
+from snapens.ensemble import softmax
 from trainer.errors import UserError
 from trainer.export import INPUT_NAME, ExportError, SnapshotExporter, verify_onnx
 from trainer.nets import Normalized, build_network

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 import trainer.train as train_module
-from server.manifest import Manifest, read_manifest, read_snapshot
 from server.runtime import EnsembleRuntime
 from server.settings import RuntimeSettings
+from snapens.manifest import Manifest, read_manifest, read_snapshot
 from tests.conftest import ROOT
 from trainer.checkpoint import load_checkpoint
 from trainer.cli import main as trainer_main
@@ -63,7 +63,7 @@ def arm():
 
 REOPEN = """
 from pathlib import Path
-from trainer.repository import ModelFolder
+from snapens.folder import ModelFolder
 
 folder = ModelFolder(Path(sys.argv[2]), sys.argv[3])
 arm()

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from server.manifest import ManifestError, read_manifest, read_snapshot
+from snapens.manifest import ManifestError, read_manifest, read_snapshot
 from tests.conftest import ROOT, run_trainer_process
 
 # SGDR with T_mult = 2 (periods of 1, 2, 4, 8, 16 epochs): the case where rebuilding

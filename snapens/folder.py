@@ -12,8 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.atomic import atomic_write_bytes, remove_stale_temporaries, sha256_bytes
-from server.manifest import (
+from snapens.atomic import atomic_write_bytes, remove_stale_temporaries, sha256_bytes
+from snapens.manifest import (
     MANIFEST_FILE,
     SNAPSHOT_DIR,
     Manifest,
@@ -24,9 +24,12 @@ from server.manifest import (
     utc_now,
     write_manifest,
 )
-from trainer.errors import UserError
 
 CHECKPOINT_DIR = "checkpoint"
+
+
+class FolderError(ValueError):
+    """A model folder that cannot be written as asked: it exists, or cannot be resumed."""
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,13 @@ class ModelFolder:
         """Refuse to touch an existing folder unless asked to; fail before any training."""
         if resume:
             if not self.checkpoint_path.is_file():
-                raise UserError(
+                raise FolderError(
                     f"--resume: {self.path} has no checkpoint to resume from; "
                     "start a new run without --resume"
                 )
             return
         if self.exists() and not overwrite:
-            raise UserError(
+            raise FolderError(
                 f"{self.path} already exists: pass --resume to continue it, "
                 "--overwrite to replace it, "
                 "or choose another --name"
@@ -94,7 +97,7 @@ class ModelFolder:
         try:
             manifest = self.manifest
         except ManifestError as exc:
-            raise UserError(f"--resume: {exc}") from None
+            raise FolderError(f"--resume: {exc}") from None
         keep = [s for s in manifest.snapshots if s.step <= last_step]
         dropped = [s for s in manifest.snapshots if s.step > last_step]
         self._write(manifest.model_copy(update={"snapshots": keep, "state": "training"}))

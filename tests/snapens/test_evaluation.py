@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.metrics import (
+from snapens.evaluation import (
     brier_score,
     evaluate_members,
     expected_calibration_error,
@@ -53,3 +53,16 @@ def test_members_are_evaluated_for_every_ensemble_size_from_the_last() -> None:
     assert rows[2]["mean_mutual_information"] > rows[1]["mean_mutual_information"] > 0.0
     # Mistakes come where the noisy members pull away from the good one: MI ranks them high.
     assert rows[2]["auroc_mutual_information"] > 0.5
+
+
+def test_auroc_matches_scikit_learns_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from snapens.evaluation import auroc
+
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 5, 400).astype(float)  # many ties
+    positives = rng.random(400) < 0.3 + 0.1 * scores
+    got = auroc(scores, positives)
+    assert got is not None and abs(got - roc_auc_score(positives, scores)) < 1e-12
+    assert auroc(scores, np.zeros(400, bool)) is None

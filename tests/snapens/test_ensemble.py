@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from server.ensemble import (
+from snapens.ensemble import (
     combine,
     entropy,
     error_rate,

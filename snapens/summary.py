@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from server.manifest import Manifest
+from snapens.manifest import Manifest
 
 
 def summarize(model_dir: Path, manifest: Manifest) -> RenderableType:

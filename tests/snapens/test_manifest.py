@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.manifest import ManifestError, read_manifest
+from snapens.manifest import ManifestError, read_manifest
 
 
 def _valid(trained_digits: Path) -> dict[str, Any]:

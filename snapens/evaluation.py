@@ -1,13 +1,15 @@
-"""Calibration and uncertainty metrics for the CIFAR-10 experiment."""
+"""How good an ensemble's answers are on labelled data: error, NLL, calibration (ECE,
+reliability bins, Brier) and how well its mutual information flags its own mistakes
+(AUROC), for the ensemble of the last m members, m = 1..M. One definition for the
+trainer's report and the experiments."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
-from server.ensemble import combine, error_rate, negative_log_likelihood
+from snapens.ensemble import combine, error_rate, negative_log_likelihood
 
 ECE_BINS = 15
 
@@ -55,6 +57,21 @@ def brier_score(probabilities: np.ndarray, targets: np.ndarray) -> float:
     return float(((probabilities - onehot) ** 2).sum(axis=-1).mean())
 
 
+def auroc(scores: np.ndarray, positives: np.ndarray) -> float | None:
+    """Area under the ROC curve of `scores` for the boolean `positives` (the Mann-Whitney
+    statistic, ties counted half); None without both classes."""
+    positive = np.asarray(positives, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    _, first, counts = np.unique(np.asarray(scores)[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(positive))
+    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)  # 1-based, ties averaged
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def evaluate_members(member_probs: np.ndarray, targets: np.ndarray) -> list[dict[str, Any]]:
     """Metrics of the ensemble of the last m members for m = 1..M."""
     rows = []
@@ -64,11 +81,7 @@ def evaluate_members(member_probs: np.ndarray, targets: np.ndarray) -> list[dict
         wrong = p.argmax(axis=-1) != targets
         # How well mutual information separates the ensemble's mistakes from its correct
         # answers; undefined for one member (MI is 0) or without both outcomes.
-        auroc = (
-            float(roc_auc_score(wrong, result.mutual_information))
-            if m > 1 and 0 < wrong.sum() < len(wrong)
-            else None
-        )
+        separation = auroc(result.mutual_information, wrong) if m > 1 else None
         rows.append(
             {
                 "m": m,
@@ -76,7 +89,7 @@ def evaluate_members(member_probs: np.ndarray, targets: np.ndarray) -> list[dict
                 "nll": negative_log_likelihood(p, targets),
                 "ece": expected_calibration_error(p, targets),
                 "brier": brier_score(p, targets),
-                "auroc_mutual_information": auroc,
+                "auroc_mutual_information": separation,
                 "mean_mutual_information": float(result.mutual_information.mean()),
             }
         )

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import PurePosixPath
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from server.manifest import InputSpec
+from snapens.manifest import InputSpec
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 GREY_MODES = frozenset({"L", "1", "I", "I;16", "LA"})
@@ -23,6 +24,15 @@ DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
 # Pillow warns on opening an image over its own guard (89 MP); the limit above is checked
 # right after, from the same header, so the warning would only repeat the refusal.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+
+def is_image_name(name: str) -> bool:
+    """A file name, relative and '/'-separated, that names an image to read: an image
+    suffix, and no hidden or macOS-metadata folder or file on its path."""
+    path = PurePosixPath(name)
+    return path.suffix.lower() in IMAGE_SUFFIXES and not any(
+        part.startswith((".", "__MACOSX")) for part in path.parts
+    )
 
 
 class ImageDecodeError(ValueError):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.console import console
+from snapens.console import console
 from tests.conftest import ROOT
 
 # A folder name that makes the summary's first line (which names the model folder) long.
