@@ -35,11 +35,11 @@ sys.path.insert(0, str(ROOT))
 from score_memory import run_measured  # noqa: E402
 from serve_load import BENCH_MODEL, BENCH_REPO, CIFAR_ZIP, ensure_model  # noqa: E402
 
-from server.ensemble import softmax  # noqa: E402
-from server.manifest import read_manifest, read_snapshot  # noqa: E402
 from server.runtime import EnsembleRuntime, session_options  # noqa: E402
 from server.score.sources import ImageSource, open_source  # noqa: E402
 from server.settings import RuntimeSettings  # noqa: E402
+from snapens.ensemble import softmax  # noqa: E402
+from snapens.manifest import read_manifest, read_snapshot  # noqa: E402
 
 
 def subset_zip(source: Path, rows: int, target: Path) -> Path:
