@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from snapens.validation import one_line
+
 log = logging.getLogger("snapens.server")
 
 
@@ -85,8 +87,8 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _first_error(exc: ValidationError | RequestValidationError) -> str:
-    """A pydantic error as one line: where, then what."""
+def _request_errors(exc: RequestValidationError) -> str:
+    """FastAPI's validation errors of a request as one line: where, then what."""
     parts = []
     for error in exc.errors()[:3]:
         loc = tuple(error["loc"])
@@ -108,7 +110,7 @@ def client_input(what: str) -> Iterator[None]:
     except ServingError:
         raise
     except ValidationError as exc:
-        raise BadRequest(f"{what}: {_first_error(exc)}") from None
+        raise BadRequest(f"{what}: {one_line(exc, 'body')}") from None
     except RecursionError:
         raise BadRequest(f"{what}: nested too deeply") from None
     except MemoryError:
@@ -131,7 +133,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, _first_error(exc))
+        return error_response(422, _request_errors(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

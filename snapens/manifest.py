@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from snapens.atomic import atomic_write_bytes, sha256_bytes
+from snapens.validation import one_line
 
 FORMAT_VERSION: Literal[1] = 1
 MANIFEST_FILE = "manifest.json"
@@ -171,9 +172,7 @@ def read_manifest(model_dir: Path) -> Manifest:
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "manifest"
-        raise ManifestError(f"{path}: {where}: {first['msg']}") from None
+        raise ManifestError(f"{path}: {one_line(exc, 'manifest')}") from None
 
 
 def write_manifest(model_dir: Path, manifest: Manifest) -> None:

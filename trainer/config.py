@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from snapens.validation import one_line
 from trainer.errors import UserError
 
 Schedule = Literal["sgdr", "snapshot", "step", "plateau", "lipschitz"]
@@ -156,14 +157,9 @@ class TrainConfig(BaseModel):
 def describe_validation_error(exc: ValidationError) -> str:
     """One line naming the flag and what was expected."""
     first = exc.errors()[0]
-    loc = [str(p) for p in first["loc"]]
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if not loc:
-        return message
-    flag = "--" + loc[0].replace("_", "-")
-    if first["type"] == "extra_forbidden":
-        return f"unknown setting {loc[0]!r} in the config file"
-    return f"{flag}: {message}"
+    if first["type"] == "extra_forbidden" and first["loc"]:
+        return f"unknown setting {first['loc'][0]!r} in the config file"
+    return one_line(exc, flag=True)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from server.score.sources import InputError, open_source
 from server.settings import RuntimeSettings
 from snapens.console import console
 from snapens.manifest import MANIFEST_FILE, ManifestError
+from snapens.validation import one_line
 
 EXIT_USAGE = 2
 CHUNK_BYTES = 64 * 1024 * 1024  # a chunk's decoded input and answer come to about this much
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> tuple[Totals, float | None, Path]:
     try:
         settings = RuntimeSettings(**overrides)
     except ValidationError as exc:
-        raise ScoreError(str(exc.errors()[0]["msg"])) from None
+        raise ScoreError(one_line(exc, flag=True)) from None
     model_dir = resolve_model(args.repository, args.model)
     output = Output(args.output, args.overwrite, args.resume)  # refuse a bad output before any work
     runtime = EnsembleRuntime.load(model_dir, args.m, settings)
