@@ -140,7 +140,7 @@ def main() -> None:
             f"{len(x):,} CIFAR-10 images, batch {batch}, {os.cpu_count()} CPU cores",
             flush=True,
         )
-        figures = {
+        figures: dict[str, tuple[float, int | None]] = {
             "raw onnxruntime, fused graph, array in memory (the limit)": (
                 raw_rows_per_s(folder, x, batch),
                 None,
@@ -156,8 +156,8 @@ def main() -> None:
         figures["python -m server.score, JPEG .zip"] = (len(x) / seconds, rss)
 
     print("\n| path | rows/s | peak RSS (MiB) |\n|---|---:|---:|")
-    for label, (rate, rss) in figures.items():
-        print(f"| {label} | {rate:,.0f} | {rss if rss is not None else '–'} |")
+    for label, (rate, peak) in figures.items():
+        print(f"| {label} | {rate:,.0f} | {peak if peak is not None else '–'} |")
     rates = [rate for rate, _ in figures.values()]
     print(
         f"\nscorer on pre-decoded input / raw: {rates[2] / rates[0]:.2f} (target ≥ 0.80)\n"
