@@ -1,0 +1,83 @@
+"""Calibrating an ensemble on held-out data, and choosing how many snapshots to serve.
+
+- Temperature scaling (Guo et al. 2017; for ensembles, Ashukha et al. 2020): one T > 0,
+  fitted on the validation split to minimise the NLL of the ensemble's mean of
+  softmax(z_i / T); every execution path divides each member's logits by it.
+- The served m: the m ≥ 2 whose last-m ensemble has the lowest validation NLL (after the
+  temperature), so averaging in under-trained early snapshots is never the default.
+
+Both work on logits as numpy arrays [m, N, K], so the trainer and the experiments share
+one definition."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from snapens.ensemble import FloatArray, IntArray, negative_log_likelihood, softmax
+
+# The search interval for log T, and how finely it is resolved.
+LOG_T_RANGE = (math.log(0.05), math.log(20.0))
+LOG_T_TOLERANCE = 1e-4
+
+
+def member_probabilities(member_logits: FloatArray, temperature: float = 1.0) -> FloatArray:
+    """[m, N, K] softmax(z / T) of each member."""
+    return softmax(np.asarray(member_logits, dtype=np.float64) / temperature)
+
+
+def ensemble_nll(member_logits: FloatArray, targets: IntArray, temperature: float) -> float:
+    """NLL of the mean of the members' softmax(z / T)."""
+    return negative_log_likelihood(
+        member_probabilities(member_logits, temperature).mean(axis=0), targets
+    )
+
+
+def fit_temperature(member_logits: FloatArray, targets: IntArray) -> float:
+    """The T minimising the ensemble's NLL on (member_logits, targets), by golden-section
+    search over log T in LOG_T_RANGE (the NLL of one temperature is unimodal in practice;
+    the search keeps T = 1 when that is as good)."""
+    low, high = LOG_T_RANGE
+    ratio = (math.sqrt(5) - 1) / 2
+
+    def loss(log_t: float) -> float:
+        return ensemble_nll(member_logits, targets, math.exp(log_t))
+
+    a, b = low, high
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = loss(c), loss(d)
+    while b - a > LOG_T_TOLERANCE:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = loss(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = loss(d)
+    best = (a + b) / 2
+    return 1.0 if loss(0.0) <= loss(best) else math.exp(best)
+
+
+@dataclass(frozen=True)
+class ServedSize:
+    """The chosen m and the validation NLL of every last-m ensemble, m = 1..M."""
+
+    m: int
+    nll_by_m: list[float]
+    beats_last_member: bool  # the chosen ensemble's NLL ≤ that of its last member alone
+
+
+def choose_served_size(member_probs: FloatArray, targets: IntArray) -> ServedSize:
+    """The m ≥ 2 whose last-m ensemble of `member_probs` [M, N, K] (already temperature
+    scaled) has the lowest NLL on `targets`; m = 1 when there is one member."""
+    nll = [
+        negative_log_likelihood(member_probs[-m:].mean(axis=0), targets)
+        for m in range(1, len(member_probs) + 1)
+    ]
+    if len(nll) == 1:
+        return ServedSize(1, nll, True)
+    best = min(range(2, len(nll) + 1), key=lambda m: (nll[m - 1], m))
+    return ServedSize(best, nll, nll[best - 1] <= nll[0])
