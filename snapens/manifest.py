@@ -127,6 +127,14 @@ class Manifest(_Strict):
     output: OutputSpec
     classes: list[str] = Field(min_length=2)
     default_m: int = Field(ge=1, description="how many of the last snapshots to serve by default")
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="every member's logits are divided by it before the softmax, in every "
+        "execution path (fitted on the validation split; 1 = none, and the default for "
+        "manifests written before it existed)",
+    )
     snapshots: list[SnapshotEntry]
     training: dict[str, Any] = Field(
         description="dataset, architecture, schedule and its parameters, budget, seed"

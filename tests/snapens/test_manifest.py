@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from snapens.manifest import ManifestError, read_manifest
+from snapens.manifest import Manifest, ManifestError, read_manifest
 
 
 def _valid(trained_digits: Path) -> dict[str, Any]:
@@ -63,3 +64,13 @@ def test_missing_and_malformed_manifests(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ManifestError, match="not valid JSON"):
         read_manifest(tmp_path)
+
+
+def test_the_temperature_defaults_to_one_and_must_be_positive(trained_digits: Path) -> None:
+    data = _valid(trained_digits)
+    data.pop("temperature", None)  # a manifest written before the field existed
+    assert Manifest.model_validate(data).temperature == 1.0
+    assert Manifest.model_validate({**data, "temperature": 1.7}).temperature == 1.7
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValidationError):
+            Manifest.model_validate({**data, "temperature": bad})
