@@ -13,20 +13,19 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from server.runtime import (
+from server.providers import (
     CPU,
     CUDA,
     DRIVER,
     TENSORRT,
-    EnsembleRuntime,
     ProviderChoice,
     ProviderUnavailable,
-    RuntimeLoadError,
     choose_providers,
     library_loads,
     linked_libraries,
     provider_library,
 )
+from server.runtime import EnsembleRuntime, RuntimeLoadError
 from server.settings import RuntimeSettings
 from snapens.ensemble import softmax
 from snapens.manifest import ManifestError, read_manifest
