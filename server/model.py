@@ -20,7 +20,7 @@ from server.metrics import Metrics
 from server.runtime import EnsembleRuntime, Float32Array, RuntimeLoadError
 from server.settings import ServerSettings
 from snapens.ensemble import EnsembleResult, combine
-from snapens.manifest import MANIFEST_FILE, ManifestError, utc_now
+from snapens.manifest import MANIFEST_FILE, InputSpec, ManifestError, utc_now
 
 log = logging.getLogger("snapens.model")
 
@@ -46,8 +46,10 @@ class LoadState(BaseModel):
 
 @dataclass(frozen=True)
 class Answer:
+    """The ensemble's answer to one request, with what a protocol needs to encode it."""
+
     result: EnsembleResult
-    runtime: EnsembleRuntime  # the snapshot set that answered
+    classes: list[str]  # class names of the snapshot set that answered, in output order
     members: list[int]  # cycles of the members used
     member_probs: Float32Array  # [m, N, K] of those members
 
@@ -66,7 +68,7 @@ class ServedModel:
         self._lock = asyncio.Lock()
         self.batcher = DynamicBatcher(
             name,
-            self._current,
+            self.current,
             settings.max_batch_size,
             settings.max_queue_delay_ms / 1000,
             metrics,
@@ -77,10 +79,15 @@ class ServedModel:
     def ready(self) -> bool:
         return self.runtime is not None
 
-    def _current(self) -> EnsembleRuntime:
+    def current(self) -> EnsembleRuntime:
+        """The snapshot set serving now; NotReady (503) before one has loaded."""
         if self.runtime is None:
             raise NotReady(f"model {self.name!r} is not ready")
         return self.runtime
+
+    def input_spec(self) -> InputSpec:
+        """What the serving set takes as input; NotReady (503) before one has loaded."""
+        return self.current().manifest.input
 
     async def load(self) -> bool:
         """Load the manifest's current last-m set and swap it in; False (and the old set
@@ -118,7 +125,7 @@ class ServedModel:
 
     async def predict(self, x: Float32Array, m: int | None) -> Answer:
         """The ensemble's answer for x [n, C, H, W], from the last m loaded snapshots."""
-        runtime = self._current()
+        runtime = self.current()
         if m is not None and not 1 <= m <= runtime.m:
             raise BadRequest(f"m must be between 1 and {runtime.m} (the snapshots loaded), got {m}")
         answer, used = await self.batcher.submit(x)
@@ -128,7 +135,8 @@ class ServedModel:
         result = answer.result if take == used.m else combine(members)
         for value in result.mutual_information:
             self.metrics.mutual_information.labels(self.name).observe(float(value))
-        return Answer(result, used, [e.cycle for e in used.members[-take:]], members)
+        cycles = [e.cycle for e in used.members[-take:]]
+        return Answer(result, used.manifest.classes, cycles, members)
 
     def describe(self) -> dict[str, Any]:
         """What the metadata endpoints report about the served set."""

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from importlib import resources
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 
 from server.errors import NotFound
-from server.protocol.v2_endpoints import repository
+from server.protocol.dependencies import Repository
 
 # The page refuses to load anything from elsewhere, and images only from itself or blobs.
 PAGE_SECURITY = {
@@ -78,13 +78,13 @@ async def page_asset(asset: str) -> Response:
         404: {"description": "an unknown model, a name not listed, or a file not written"},
     },
 )
-async def report_file(request: Request, name: str, file: str) -> FileResponse:
+async def report_file(repository: Repository, name: str, file: str) -> FileResponse:
     """A file of the model's training report, as the trainer wrote it beside the manifest:
     `report.json`, `learning_rate.png`, `ensemble_size.png` or `disagreement.png` (the
     last two only for ensembles of several snapshots). Read-only; no other file is served."""
     if file not in REPORT_FILES:
         raise NotFound(f"no report file {file!r}; report files: {', '.join(REPORT_FILES)}")
-    path = repository(request).get(name).model_dir / file
+    path = repository.get(name).model_dir / file
     if not path.is_file():
         raise NotFound(f"model {name!r} has no {file} (its trainer did not write one)")
     return FileResponse(path, media_type=REPORT_FILES[file], headers={"Cache-Control": "no-cache"})

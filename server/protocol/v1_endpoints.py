@@ -1,186 +1,38 @@
 """A friendly JSON API in the KServe v1 style: `{"instances": [...]}` in,
 `{"predictions": [...]}` out, each prediction with the ensemble's answer and how much
-its snapshots disagree; plus image upload (PNG/JPEG)."""
+its snapshots disagree; plus image upload (PNG/JPEG).
+
+Each route is thin: look the model up, decode what was sent (server.protocol.v1_codec,
+inside `client_input`, so any failure is a 4xx; images decoded off the event loop by
+server.decoding), ask the model, encode its answer."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from typing import Any
-
-import numpy as np
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
-from server.errors import (
-    INPUT_ERRORS,
-    LOOKUP_ERRORS,
-    BadRequest,
-    NotReady,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    client_input,
-)
-from server.model import Answer, ServedModel
-from server.model_repository import ModelRepository
+from server.errors import INPUT_ERRORS, LOOKUP_ERRORS, client_input
+from server.model import ServedModel
+from server.protocol import v1_codec
 from server.protocol.dependencies import Decoder, Repository, Settings
 from server.protocol.tensors import check_batch
-from snapens.manifest import InputSpec
+from server.protocol.v1_models import ModelList, ModelStatus, PredictRequest, PredictResponse
+from server.runtime import Float32Array
+from server.settings import ServerSettings
 
 router = APIRouter(tags=["v1"])
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    instances: list[Any] = Field(
-        min_length=1,
-        description="images as nested lists shaped [C, H, W] (or [H, W] for one channel) of raw "
-        'pixels in the model\'s pixel_range, or encoded images as {"b64": "<base64 PNG/JPEG>"}',
-    )
-    m: int | None = Field(None, ge=1, description="use the last m loaded snapshots")
-    members: bool = Field(False, description="include each snapshot's label and probabilities")
-    top_k: int | None = Field(
-        None, ge=1, description="classes to list (default: the server's top_k)"
-    )
-
-
-class ClassScore(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    label: int
-    class_name: str = Field(alias="class")
-    probability: float
-
-
-class MemberPrediction(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    cycle: int
-    label: int
-    class_name: str = Field(alias="class")
-    probabilities: list[float]
-
-
-class Prediction(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    label: int
-    class_name: str = Field(alias="class")
-    confidence: float
-    top_k: list[ClassScore]
-    vote_disagreement: float
-    pairwise_disagreement: float
-    predictive_entropy: float
-    expected_entropy: float
-    mutual_information: float
-    member_std: float
-    probabilities: list[float]
-    members: list[MemberPrediction] | None = None
-
-
-class PredictResponse(BaseModel):
-    model_name: str
-    m: int
-    snapshots: list[int] = Field(description="cycles of the snapshots that answered")
-    predictions: list[Prediction]
-
-
-class ModelList(BaseModel):
-    models: list[str]
-
-
-class ModelStatus(BaseModel):
-    name: str
-    ready: bool
-
-
-def _ready_model(repository: ModelRepository, name: str) -> tuple[ServedModel, InputSpec]:
-    model = repository.get(name)
-    if model.runtime is None:
-        raise NotReady(f"model {name!r} is not ready")
-    return model, model.runtime.manifest.input
-
-
-def _b64_image(instance: dict[str, Any], what: str) -> bytes:
-    if set(instance) != {"b64"} or not isinstance(instance["b64"], str):
-        raise BadRequest(f'{what}: expected {{"b64": "<base64 image>"}} or a nested list of pixels')
-    try:
-        return base64.b64decode(instance["b64"], validate=True)
-    except binascii.Error:
-        raise BadRequest(f"{what}: b64 is not valid base64") from None
-
-
-def _pixel_row(instance: Any, what: str, spec: InputSpec) -> np.ndarray:
-    want = f"numbers in a nested list shaped {spec.shape[1:]}"
-    row = np.asarray(instance)  # ragged or too-deep lists raise: the caller makes that a 400
-    if row.dtype.kind not in "iuf":  # booleans, strings, objects (an int too large for int64)
-        raise BadRequest(f"{what}: expected {want}")
-    if row.ndim == 2 and spec.channels == 1:
-        row = row[None]
-    if list(row.shape) != spec.shape[1:]:
-        raise BadRequest(f"{what} has shape {list(row.shape)}; expected {spec.shape[1:]} (C, H, W)")
-    return row.astype(np.float64)
-
-
-def format_predictions(answer: Answer, top_k: int, members: bool) -> list[Prediction]:
-    result = answer.result
-    classes = answer.runtime.manifest.classes
-    k = min(top_k, len(classes))
-    order = np.argsort(-result.probabilities, axis=-1, kind="stable")[:, :k]
-    predictions = []
-    for n in range(len(result.label)):
-        label = int(result.label[n])
-        figures = {name: float(value[n]) for name, value in result.figures().items()}
-        member_rows = None
-        if members:
-            member_rows = [
-                MemberPrediction(
-                    cycle=cycle,
-                    label=int(result.member_labels[i, n]),
-                    class_name=classes[int(result.member_labels[i, n])],
-                    probabilities=answer.member_probs[i, n].tolist(),
-                )
-                for i, cycle in enumerate(answer.members)
-            ]
-        predictions.append(
-            Prediction(
-                label=label,
-                class_name=classes[label],
-                confidence=float(result.confidence[n]),
-                top_k=[
-                    ClassScore(
-                        label=int(c),
-                        class_name=classes[int(c)],
-                        probability=float(result.probabilities[n, c]),
-                    )
-                    for c in order[n]
-                ],
-                probabilities=result.probabilities[n].tolist(),
-                members=member_rows,
-                **figures,
-            )
-        )
-    return predictions
-
-
 async def _answer(
-    settings: Settings,
+    settings: ServerSettings,
     model: ServedModel,
-    x: np.ndarray,
+    x: Float32Array,
     m: int | None,
     members: bool,
     top_k: int | None,
 ) -> PredictResponse:
     answer = await model.predict(x, m)
-    k = top_k or settings.top_k
-    return PredictResponse(
-        model_name=model.name,
-        m=len(answer.members),
-        snapshots=answer.members,
-        predictions=format_predictions(answer, k, members),
-    )
+    return v1_codec.encode_predictions(model.name, answer, top_k or settings.top_k, members)
 
 
 @router.get("/v1/models", response_model=ModelList)
@@ -198,26 +50,16 @@ async def list_models(repository: Repository) -> ModelList:
 async def predict(
     repository: Repository, settings: Settings, decoder: Decoder, name: str, body: PredictRequest
 ) -> PredictResponse:
-    model, spec = _ready_model(repository, name)
+    model = repository.get(name)
+    spec = model.input_spec()
     limit = settings.max_request_batch
-    with client_input("instances"):
-        if len(body.instances) > limit:
-            check_batch(np.zeros((len(body.instances), *spec.shape[1:])), spec, limit, "instances")
-        images = {
-            i: _b64_image(instance, f"instance {i}")
-            for i, instance in enumerate(body.instances)
-            if isinstance(instance, dict)
-        }
-        rows = {
-            i: _pixel_row(instance, f"instance {i}", spec)
-            for i, instance in enumerate(body.instances)
-            if i not in images
-        }
-    if images:
-        decoded = await decoder.rows([(f"instance {i}", data) for i, data in images.items()], spec)
-        rows |= dict(zip(images, decoded, strict=True))
-    with client_input("instances"):
-        x = check_batch(np.stack([rows[i] for i in range(len(rows))]), spec, limit, "instances")
+    with client_input(v1_codec.WHAT):
+        instances = v1_codec.decode_instances(body.instances, spec, limit)
+    decoded = None
+    if instances.images:
+        decoded = await decoder.rows(instances.labelled_images(), spec)
+    with client_input(v1_codec.WHAT):
+        x = v1_codec.assemble(instances, decoded, spec, limit)
     return await _answer(settings, model, x, body.m, body.members, body.top_k)
 
 
@@ -263,26 +105,18 @@ async def predict_images(
     """Upload one or more images (multipart form fields, or one raw image body); each is
     decoded with Pillow, off the event loop, and resized to the model's input as its
     manifest describes."""
-    model, spec = _ready_model(repository, name)
+    model = repository.get(name)
+    spec = model.input_spec()
     limit = settings.max_request_batch
-    content_type = request.headers.get("content-type", "")
     images: list[tuple[str, bytes]] = []
-    if content_type.startswith("multipart/form-data"):
+    if v1_codec.upload_kind(request.headers.get("content-type", "")) == "multipart":
         async with request.form(max_files=limit, max_fields=limit) as form:
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
                     images.append((f"image {value.filename or key!r}", await value.read()))
-    elif content_type.startswith("image/"):
-        images.append(("the body", await request.body()))
     else:
-        raise UnsupportedMediaType(
-            f"Content-Type {content_type or 'none'!r}: expected multipart/form-data with image "
-            "files, or image/png or image/jpeg"
-        )
-    if not images:
-        raise BadRequest("no image in the request; attach files as multipart form fields")
-    if len(images) > limit:
-        raise PayloadTooLarge(f"images has {len(images)} rows; at most {limit} per request")
+        images.append(("the body", await request.body()))
+    v1_codec.check_uploads(images, limit)
     x = await decoder.rows(images, spec, not_image_status=415)
     with client_input("images"):
         x = check_batch(x, spec, limit, "images")
