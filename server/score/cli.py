@@ -10,16 +10,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from server.runtime import EnsembleRuntime, RuntimeLoadError
 from server.score.local import Options, score_local
 from server.score.output import Output, OutputError, Totals
 from server.score.sources import InputError, open_source
-from server.settings import RuntimeSettings
+from server.settings import (
+    DEFAULT_REPOSITORY,
+    HelpFormatter,
+    RuntimeSettings,
+    SettingsError,
+    add_flags,
+    settings_from_flags,
+)
 from snapens.console import console
 from snapens.manifest import MANIFEST_FILE, ManifestError
-from snapens.validation import one_line
 
 EXIT_USAGE = 2
 CHUNK_BYTES = 64 * 1024 * 1024  # a chunk's decoded input and answer come to about this much
@@ -33,49 +37,101 @@ class ScoreError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m server.score",
+        usage="%(prog)s --input PATH --output PATH [--flag VALUE ...]",
         description="Score files with a snapshot ensemble: one row per input with the ensemble's "
         "answer and how much its snapshots disagree. Output format by extension: "
         ".parquet, .csv, .jsonl.",
+        formatter_class=HelpFormatter,
     )
     add = parser.add_argument
     add(
         "--input",
         type=Path,
+        metavar="PATH",
         required=True,
         help="a .npy/.npz array shaped as the model's input, a folder or .zip of images, or a "
         ".parquet/.csv file with a column of image paths",
     )
     add(
-        "--output", type=Path, required=True, help="where the results go (.parquet, .csv or .jsonl)"
-    )
-    add("--repository", type=Path, default=Path("models"), help="model repository (default models)")
-    add("--model", help="model folder name (default: the repository's only model)")
-    add("--m", type=int, help="snapshots to use (default: the manifest's default_m)")
-    add("--batch-size", type=int, default=256, help="rows per onnxruntime run (default 256)")
-    add(
-        "--chunk-rows", type=int, help="rows read, decoded and written at a time (default: ~64 MiB)"
+        "--output",
+        type=Path,
+        required=True,
+        metavar="PATH",
+        help="where the results go (.parquet, .csv or .jsonl)",
     )
     add(
-        "--providers",
-        choices=["auto", "cuda", "tensorrt", "cpu"],
-        help="as the server's (default auto)",
+        "--repository",
+        type=Path,
+        default=DEFAULT_REPOSITORY,
+        metavar="PATH",
+        help="model repository (default: %(default)s)",
     )
-    add("--execution", choices=["fused", "per-member"], help="as the server's (default fused)")
-    add("--engine", choices=["local", "ray"], default="local")
-    add("--members", action="store_true", help="also write each snapshot's label")
-    add("--column", default="path", help="the column of image paths in a .parquet/.csv input")
+    add("--model", metavar="NAME", help="model folder name (default: the repository's only model)")
+    add("--m", type=int, metavar="INT", help="snapshots to use (default: the manifest's default_m)")
     add(
-        "--max-image-pixels",
+        "--batch-size",
         type=int,
-        help="images whose header declares more pixels fail as rows (default 25,000,000)",
+        default=256,
+        metavar="INT",
+        help="rows per onnxruntime run (default: %(default)s)",
     )
-    add("--decode-workers", type=int, default=os.cpu_count() or 1, help="image decoding threads")
-    add("--actors", type=int, help="Ray: scoring actors (default: one per GPU, else CPUs / 2)")
-    add("--ray-address", help="Ray: the cluster to join (default: start a local one)")
+    add(
+        "--chunk-rows",
+        type=int,
+        metavar="INT",
+        help="rows read, decoded and written at a time (default: ~64 MiB)",
+    )
+    add(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="score in this process or on Ray Data (default: %(default)s)",
+    )
+    add("--members", action="store_true", help="also write each snapshot's label")
+    add(
+        "--column",
+        default="path",
+        metavar="NAME",
+        help="the column of image paths in a .parquet/.csv input (default: %(default)s)",
+    )
+    add(
+        "--decode-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="INT",
+        help="image decoding threads (default: the CPUs, %(default)s here)",
+    )
+    add(
+        "--actors",
+        type=int,
+        metavar="INT",
+        help="Ray: scoring actors (default: one per GPU, else CPUs / 2)",
+    )
+    add(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="Ray: the cluster to join (default: start a local one)",
+    )
     add("--overwrite", action="store_true", help="replace the output file")
     add("--resume", action="store_true", help="continue an interrupted run (local engine)")
     add("--quiet", action="store_true", help="no progress bar or summary")
+    add_flags(
+        parser,
+        RuntimeSettings,
+        "onnxruntime",
+        description="As the server's; each is also an environment variable SNAPENS_<FLAG> "
+        "(--max-image-pixels: SNAPENS_MAX_IMAGE_PIXELS), read from a .env file too; flags "
+        "override both.",
+    )
     return parser
+
+
+def runtime_settings(args: argparse.Namespace) -> RuntimeSettings:
+    """The runtime settings from the flags, the environment and .env."""
+    try:
+        return settings_from_flags(RuntimeSettings, args)
+    except SettingsError as exc:
+        raise ScoreError(str(exc)) from None
 
 
 def resolve_model(repository: Path, name: str | None) -> Path:
@@ -97,15 +153,7 @@ def run(args: argparse.Namespace) -> tuple[Totals, float | None, Path]:
     output already complete and only finished its cleanup) and the model folder."""
     if args.resume and args.engine == "ray":
         raise ScoreError("--resume works with --engine local; a Ray run starts over")
-    overrides = {
-        k: getattr(args, k)
-        for k in ("providers", "execution", "max_image_pixels")
-        if getattr(args, k) is not None
-    }
-    try:
-        settings = RuntimeSettings(**overrides)
-    except ValidationError as exc:
-        raise ScoreError(one_line(exc, flag=True)) from None
+    settings = runtime_settings(args)
     model_dir = resolve_model(args.repository, args.model)
     output = Output(args.output, args.overwrite, args.resume)  # refuse a bad output before any work
     runtime = EnsembleRuntime.load(model_dir, args.m, settings)
