@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,30 @@ def run_trainer_process(*args: str, timeout: float = 300) -> subprocess.Complete
         timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """Digit images [N, 1, 8, 8] float32 in 0..16 and their labels."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return data.images[:, None].astype(np.float32), data.target
+
+
+@pytest.fixture(scope="session")
+def synthetic_digits(
+    digit_images: tuple[np.ndarray, np.ndarray], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A digits model folder written without torch (snapens.synthetic), once for the session:
+    5 snapshots, classes "0".."9", pixels in [0, 16], state complete, with the report files.
+    For tests of the reading side; `trained_digits` is the trainer's own."""
+    from snapens.synthetic import write_model_folder
+
+    images, labels = digit_images
+    return write_model_folder(
+        tmp_path_factory.mktemp("synthetic"), "digits", images, labels, pixel_range=(0, 16)
     )
 
 
