@@ -1,7 +1,9 @@
-"""A real uvicorn server on a free loopback port, serving a copy of a trained repository."""
+"""A real uvicorn server on a free loopback port, serving a copy of a digits repository
+written without torch (the `synthetic_digits` folder of tests/conftest.py)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
 import threading
@@ -15,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from sklearn.datasets import load_digits
+from PIL import Image
 
 from server.app import create_app
 from server.settings import ServerSettings
@@ -30,6 +32,15 @@ FIGURES = (
     "mutual_information",
     "member_std",
 )
+
+
+def png(pixels: np.ndarray) -> bytes:
+    """An 8-bit greyscale PNG of a digit image in 0..16."""
+    buffer = io.BytesIO()
+    Image.fromarray((pixels * 255 / 16).round().astype(np.uint8), mode="L").save(
+        buffer, format="PNG"
+    )
+    return buffer.getvalue()
 
 
 def free_port() -> int:
@@ -105,12 +116,16 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30, interval: flo
     raise AssertionError("condition not met in time")
 
 
+def copy_model(folder: Path, repository: Path, name: str = "digits") -> Path:
+    """Copy a model folder into `repository` as `name`; returns the repository."""
+    shutil.copytree(folder, repository / name, ignore=shutil.ignore_patterns("checkpoint"))
+    return repository
+
+
 @pytest.fixture
-def digits_repo(trained_digits: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the session's trained digits repository."""
-    repo = tmp_path / "models"
-    shutil.copytree(trained_digits, repo / "digits", ignore=shutil.ignore_patterns("checkpoint"))
-    return repo
+def digits_repo(synthetic_digits: Path, tmp_path: Path) -> Path:
+    """A fresh repository holding a copy of the session's digits model folder."""
+    return copy_model(synthetic_digits, tmp_path / "models")
 
 
 @pytest.fixture
@@ -133,10 +148,3 @@ def serve(digits_repo: Path) -> Iterator[Callable[..., LiveServer]]:
 @pytest.fixture
 def server(serve: Callable[..., LiveServer]) -> LiveServer:
     return serve()
-
-
-@pytest.fixture(scope="session")
-def digit_images() -> tuple[np.ndarray, np.ndarray]:
-    """Digit images [N, 1, 8, 8] float32 in 0..16 and their labels."""
-    data = load_digits()
-    return data.images[:, None].astype(np.float32), data.target

@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from PIL import Image
 
 from server.logs import request_id
-from tests.server.conftest import LiveServer, start_server
+from tests.server.conftest import LiveServer, copy_model, start_server
 
 INFER = "/v2/models/digits/infer"
 PREDICT = "/v1/models/digits:predict"
@@ -237,11 +236,10 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
 
 @pytest.fixture(scope="module")
 def hostile_server(
-    trained_digits: Path, tmp_path_factory: pytest.TempPathFactory
+    synthetic_digits: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """One server for the whole table, so a case that broke it fails the cases after it."""
-    repo = tmp_path_factory.mktemp("hostile") / "models"
-    shutil.copytree(trained_digits, repo / "digits", ignore=shutil.ignore_patterns("checkpoint"))
+    repo = copy_model(synthetic_digits, tmp_path_factory.mktemp("hostile") / "models")
     live = start_server(repo)
     yield live
     live.stop()

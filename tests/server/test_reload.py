@@ -5,51 +5,27 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 
 from snapens.manifest import read_manifest
-from tests.conftest import ROOT
-from tests.server.conftest import LiveServer, wait_until
+from snapens.synthetic import write_model_folder
+from tests.server.conftest import LiveServer, copy_model, wait_until
 
 
-def test_hot_reload_while_the_trainer_writes_snapshots(
+def test_hot_reload_while_snapshots_are_written(
     serve: Callable[..., LiveServer], tmp_path: Path, digit_images: tuple[np.ndarray, np.ndarray]
 ) -> None:
+    """A folder written snapshot by snapshot, as the trainer writes one (no torch: each
+    snapshot waits until every asking thread has been answered by it)."""
     repo = tmp_path / "live"
     repo.mkdir()
     server = serve(repo, poll_interval_s=0.1)
-    trainer = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trainer",
-            "--repository",
-            str(repo),
-            "--name",
-            "digits",
-            "--epochs",
-            "20",
-            "--cycles",
-            "5",
-            "--batch-size",
-            "32",
-            "--quiet",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    ready = lambda: httpx.get(f"{server.url}/v2/models/digits/ready", timeout=5).status_code == 200  # noqa: E731
-    wait_until(ready, timeout=120)
 
     # Per asking thread: its requests are sequential, so each sees a set at least as large
     # as the one before (across threads, answers may land out of order).
@@ -80,22 +56,40 @@ def test_hot_reload_while_the_trainer_writes_snapshots(
     workers = [threading.Thread(target=ask, args=(seen,)) for seen in seen_sets] + [
         threading.Thread(target=watch_readiness)
     ]
-    for worker in workers:
-        worker.start()
+
+    def served(cycle: int) -> None:
+        """After each snapshot is listed: the first starts the clients once the model is
+        ready; every one is awaited until each asking thread has been answered by it."""
+        if cycle == 1:
+            url = f"{server.url}/v2/models/digits/ready"
+            wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, timeout=60)
+            for worker in workers:
+                worker.start()
+        wait_until(lambda: all(bool(seen) and seen[-1][-1] == cycle for seen in seen_sets))
+
+    def metadata() -> dict[str, Any]:
+        with server.client() as http:
+            parameters: dict[str, Any] = http.get("/v2/models/digits").json()["parameters"]
+        return parameters
+
+    images, labels = digit_images
     try:
-        assert trainer.wait(timeout=300) == 0, trainer.stderr.read() if trainer.stderr else ""
+        write_model_folder(
+            repo, "digits", images, labels, pixel_range=(0, 16), after_snapshot=served
+        )
         wait_until(lambda: all(seen[-1:] == [[1, 2, 3, 4, 5]] for seen in seen_sets), timeout=30)
+        wait_until(lambda: metadata()["training_state"] == "complete")
     finally:
         stop.set()
         for worker in workers:
-            worker.join()
+            if worker.is_alive():
+                worker.join()
     assert failures == []  # not one request failed across the swaps
     assert not_ready == []  # readiness never dropped
     assert len({tuple(s) for seen in seen_sets for s in seen}) >= 2  # the set grew while asked
     for seen in seen_sets:
         assert all(len(a) < len(b) for a, b in itertools.pairwise(seen))
-    with server.client() as http:
-        meta = http.get("/v2/models/digits").json()["parameters"]
+    meta = metadata()
     assert meta["m"] == 5 and meta["training_state"] == "complete"
 
 
@@ -166,12 +160,10 @@ def test_a_set_that_fails_its_checks_is_kept_out_and_the_old_one_serves(
 
 
 def test_models_appear_and_unknown_loads_are_404(
-    serve: Callable[..., LiveServer], digits_repo: Path, trained_digits: Path
+    serve: Callable[..., LiveServer], digits_repo: Path, synthetic_digits: Path
 ) -> None:
     server = serve(poll_interval_s=0)  # polling off: only explicit loads
-    shutil.copytree(
-        trained_digits, digits_repo / "second", ignore=shutil.ignore_patterns("checkpoint")
-    )
+    copy_model(synthetic_digits, digits_repo, "second")
     with server.client() as http:
         assert http.get("/v2/models/second").status_code == 404
         assert http.post("/v2/repository/models/second/load").status_code == 200
@@ -183,10 +175,9 @@ def test_models_appear_and_unknown_loads_are_404(
 
 
 def test_a_model_without_snapshots_is_not_ready_and_answers_503(
-    serve: Callable[..., LiveServer], tmp_path: Path, trained_digits: Path
+    serve: Callable[..., LiveServer], tmp_path: Path, synthetic_digits: Path
 ) -> None:
-    repo = tmp_path / "waiting"
-    shutil.copytree(trained_digits, repo / "digits", ignore=shutil.ignore_patterns("checkpoint"))
+    repo = copy_model(synthetic_digits, tmp_path / "waiting")
     manifest = json.loads((repo / "digits" / "manifest.json").read_text())
     manifest |= {"snapshots": [], "state": "training"}
     (repo / "digits" / "manifest.json").write_text(json.dumps(manifest))
