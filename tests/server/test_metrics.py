@@ -1,0 +1,37 @@
+"""`/metrics` in Prometheus text format: requests by route and status, durations, batches,
+loaded snapshots and the disagreement served."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.server.conftest import LiveServer
+
+
+def test_metrics_count_requests_batches_and_disagreement(
+    server: LiveServer, digit_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    with server.client() as http:
+        for _ in range(3):
+            http.post("/v1/models/digits:predict", json={"instances": digit_images[0][:2].tolist()})
+        http.post("/v1/models/digits:predict", json={"instances": [[["x"] * 8] * 8]})
+        text = http.get("/metrics").text
+    assert (
+        'snapens_requests_total{method="POST",route="/v1/models/{name}:predict",status="200"} 3.0'
+        in text
+    )
+    assert (
+        'snapens_requests_total{method="POST",route="/v1/models/{name}:predict",status="400"} 1.0'
+        in text
+    )
+    route = 'route="/v1/models/{name}:predict"'
+    assert f'snapens_request_duration_seconds_count{{method="POST",{route}}} 4.0' in text
+    assert 'snapens_loaded_snapshots{model="digits"} 5.0' in text
+    assert 'snapens_mutual_information_count{model="digits"} 6.0' in text
+    assert 'snapens_batch_rows_sum{model="digits"} 6.0' in text
+    for name in (
+        "snapens_queue_seconds_bucket",
+        "snapens_inference_seconds_bucket",
+        "snapens_reloads_total",
+    ):
+        assert name in text

@@ -1,0 +1,69 @@
+"""`python -m server` as a process: it serves, stops gracefully on SIGTERM, and refuses a
+missing repository or a bad setting with its exit code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT
+from tests.server.conftest import free_port, wait_until
+
+
+def test_cli_serves_and_stops_gracefully_on_sigterm(digits_repo: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "SNAPENS_PORT": str(port), "SNAPENS_LOG_FORMAT": "json"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "--repository", str(digits_repo)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: _ready(port), timeout=60)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    # uvicorn drains and runs the shutdown, then re-raises SIGTERM as processes conventionally do.
+    assert process.returncode in (0, -signal.SIGTERM)
+    assert f"listening on http://127.0.0.1:{port}" in out
+    assert '"msg": "stopped"' in out and '"level": "error"' not in out
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_cli_rejects_bad_settings(tmp_path: Path) -> None:
+    missing = subprocess.run(
+        [sys.executable, "-m", "server", "--repository", str(tmp_path / "none")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
+    bad_env = subprocess.run(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "SNAPENS_MAX_BATCH_SIZE": "zero"},
+    )
+    assert bad_env.returncode == 1 and "SNAPENS_MAX_BATCH_SIZE" in bad_env.stderr
+    assert time.time() > 0
