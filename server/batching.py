@@ -11,7 +11,8 @@ load (measured: ~2x the single-client throughput of always waiting 2 ms on 2 cor
 keeps accepting requests; up to `workers` batches may be in flight at once. The ensemble
 arithmetic for the whole batch runs on the worker thread too, and each request gets its
 rows of it. The runtime is looked up per batch: after a hot reload the next batch runs on
-the new snapshot set while a batch already running finishes on the old one.
+the new snapshot set while a batch already running finishes on the old one. A failing
+batch fails only the requests that cause it: it is run again a request at a time.
 """
 
 from __future__ import annotations
@@ -114,7 +115,6 @@ class DynamicBatcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
                 if self._closing:
@@ -128,20 +128,32 @@ class DynamicBatcher:
             started = time.perf_counter()
             for item in batch:
                 self._metrics.queue.labels(self.name).observe(started - item.enqueued)
+            await self._answer(batch)
+
+    async def _answer(self, batch: list[_Pending]) -> None:
+        """Run one batch on the current snapshot set and give each request its rows. A batch
+        of several requests that fails is run again a request at a time, so an error reaches
+        only the request that causes it, and the worker always lives on to the next batch."""
+        started = time.perf_counter()
+        try:
             runtime = self._runtime()
             x = batch[0].x if len(batch) == 1 else np.concatenate([item.x for item in batch])
             self._metrics.batch.labels(self.name).observe(len(x))
-            try:
-                answer = await loop.run_in_executor(self._executor, runtime.answer, x)
-            except Exception as exc:  # delivered to every waiting request
+            answer = await asyncio.get_running_loop().run_in_executor(
+                self._executor, runtime.answer, x
+            )
+        except Exception as exc:
+            if len(batch) > 1:
                 for item in batch:
                     if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            self._metrics.inference.labels(self.name).observe(time.perf_counter() - started)
-            offset = 0
-            for item in batch:
-                n = len(item.x)
-                if not item.future.done():  # a client may have gone away
-                    item.future.set_result((answer.rows(offset, offset + n), runtime))
-                offset += n
+                        await self._answer([item])
+            elif not batch[0].future.done():
+                batch[0].future.set_exception(exc)
+            return
+        self._metrics.inference.labels(self.name).observe(time.perf_counter() - started)
+        offset = 0
+        for item in batch:
+            n = len(item.x)
+            if not item.future.done():  # a client may have gone away
+                item.future.set_result((answer.rows(offset, offset + n), runtime))
+            offset += n

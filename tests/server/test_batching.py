@@ -1,0 +1,214 @@
+"""Dynamic batching (server.batching) on a real runtime: a model folder of tiny onnx.helper
+classifiers (tests.server.test_fusion), loaded by EnsembleRuntime on the CPU.
+
+Which requests shared a batch is read from the batcher's own metric, the rows of each
+onnxruntime batch (snapens_batch_rows). Requests submitted together all wait before the
+batcher's worker runs (asyncio runs ready tasks in order), so the batches are known."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+
+from server.batching import DynamicBatcher
+from server.metrics import Metrics
+from server.runtime import BatchAnswer, EnsembleRuntime
+from server.settings import RuntimeSettings
+from snapens.folder import ModelFolder, SnapshotMeta
+from snapens.manifest import InputSpec, Manifest, OutputSpec, utc_now
+from tests.server.test_fusion import CLASSES, INPUT, LOGITS, classifier, pixels
+
+NAME = "tiny"
+T = TypeVar("T")
+
+
+def write_model(repository: Path, snapshots: int = 3) -> Path:
+    """A model folder of `snapshots` tiny classifiers, as the trainer would write it."""
+    folder = ModelFolder(repository, NAME)
+    now = utc_now()
+    folder.create(
+        Manifest(
+            name=NAME,
+            created_at=now,
+            updated_at=now,
+            state="training",
+            input=InputSpec(name=INPUT, shape=[-1, 1, 8, 8], pixel_range=(0, 16), color_mode="L"),
+            output=OutputSpec(name=LOGITS, shape=[-1, CLASSES]),
+            classes=[str(k) for k in range(CLASSES)],
+            default_m=snapshots,
+            snapshots=[],
+            training={"dataset": "none: random weights"},
+        )
+    )
+    for cycle in range(1, snapshots + 1):
+        meta = SnapshotMeta(cycle, float(cycle), cycle, 0.1, 0.5, 1.0)
+        folder.add_snapshot(classifier(seed=cycle).SerializeToString(), meta, 0.0)
+    folder.finish()
+    return folder.path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_model(tmp_path_factory.mktemp("repo"))
+
+
+@pytest.fixture(scope="module")
+def runtime(model_dir: Path) -> EnsembleRuntime:
+    return EnsembleRuntime.load(model_dir, None, RuntimeSettings(providers="cpu"))
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """The scenario on a fresh event loop; a hang fails instead of stalling the suite."""
+
+    async def guarded() -> T:
+        return await asyncio.wait_for(scenario(), 60)
+
+    return asyncio.run(guarded())
+
+
+def batches(metrics: Metrics) -> tuple[int, int]:
+    """(onnxruntime batches run, rows in them)."""
+    count = metrics.registry.get_sample_value("snapens_batch_rows_count", {"model": NAME})
+    rows = metrics.registry.get_sample_value("snapens_batch_rows_sum", {"model": NAME})
+    return int(count or 0), int(rows or 0)
+
+
+def batches_up_to(metrics: Metrics, rows: int) -> int:
+    """Batches of at most `rows` rows (a bucket bound of snapens_batch_rows)."""
+    labels = {"model": NAME, "le": f"{float(rows)}"}
+    return int(metrics.registry.get_sample_value("snapens_batch_rows_bucket", labels) or 0)
+
+
+def assert_own_rows(runtime: EnsembleRuntime, x: np.ndarray, answer: BatchAnswer) -> None:
+    """`answer` is the runtime's answer for x alone: the request got its own rows."""
+    alone = runtime.answer(x)
+    assert answer.prediction.member_probs.shape == (runtime.m, len(x), CLASSES)
+    np.testing.assert_allclose(
+        answer.prediction.member_probs, alone.prediction.member_probs, atol=1e-6
+    )
+    np.testing.assert_allclose(answer.result.probabilities, alone.result.probabilities, atol=1e-6)
+    np.testing.assert_array_equal(answer.result.label, alone.result.label)
+
+
+def requests(*rows: int) -> list[np.ndarray]:
+    return [pixels(n, seed=i) for i, n in enumerate(rows)]
+
+
+def test_waiting_requests_fill_one_batch_and_each_gets_its_own_rows_in_order(
+    runtime: EnsembleRuntime,
+) -> None:
+    metrics = Metrics()
+    xs = requests(1, 2, 3, 4)
+
+    async def scenario() -> list[tuple[BatchAnswer, EnsembleRuntime]]:
+        batcher = DynamicBatcher(NAME, lambda: runtime, 64, 0.0, metrics)
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit(x) for x in xs))
+        await batcher.close()
+        return answers
+
+    answers = run(scenario)
+    assert batches(metrics) == (1, 10)  # the four requests ran as one batch
+    for x, (answer, used) in zip(xs, answers, strict=True):
+        assert used is runtime
+        assert_own_rows(runtime, x, answer)
+
+
+def test_a_batch_holds_at_most_max_rows_and_a_larger_request_runs_alone(
+    runtime: EnsembleRuntime,
+) -> None:
+    metrics = Metrics()
+    xs = requests(1, 3, 2, 2, 4, 1, 6)  # batches of 4 rows: [1, 3] [2, 2] [4] [1], then [6]
+
+    async def scenario() -> list[tuple[BatchAnswer, EnsembleRuntime]]:
+        batcher = DynamicBatcher(NAME, lambda: runtime, 4, 0.0, metrics)
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit(x) for x in xs))
+        await batcher.close()
+        return answers
+
+    answers = run(scenario)
+    assert batches(metrics) == (5, 19)
+    assert batches_up_to(metrics, 4) == 4  # every batch but the 6-row request's alone
+    for x, (answer, _) in zip(xs, answers, strict=True):
+        assert_own_rows(runtime, x, answer)
+
+
+def test_an_error_reaches_only_the_request_that_causes_it(runtime: EnsembleRuntime) -> None:
+    """A request onnxruntime refuses (8x9 pixels) fails alone, whether it ran in a batch of
+    its own or was batched with others; every other request gets its answer."""
+    metrics = Metrics()
+    bad = np.zeros((2, 1, 8, 9), dtype=np.float32)
+    xs = requests(2, 2, 1, 1)
+    # Batches of at most 2 rows: [x0] [bad] [x1] [x2, bad[:1]] [x3].
+    submitted = [xs[0], bad, xs[1], xs[2], bad[:1], xs[3]]
+
+    async def scenario() -> list[Any]:
+        batcher = DynamicBatcher(NAME, lambda: runtime, 2, 0.0, metrics)
+        batcher.start()
+        first = await asyncio.gather(
+            *(batcher.submit(x) for x in submitted), return_exceptions=True
+        )
+        after = await batcher.submit(xs[0])  # the worker lives on
+        await batcher.close()
+        return [*first, after]
+
+    results = run(scenario)
+    errors = [i for i, result in enumerate(results) if isinstance(result, BaseException)]
+    assert errors == [1, 4]
+    # [x0] [bad] [x1]; [x2, bad[:1]] cannot be put together, so each runs alone; [x3]; the last.
+    assert batches(metrics)[0] == 7
+    for i, x in ((0, xs[0]), (2, xs[1]), (3, xs[2]), (5, xs[3]), (6, xs[0])):
+        assert_own_rows(runtime, x, results[i][0])
+
+
+def test_close_answers_every_queued_request_then_refuses_new_ones(
+    runtime: EnsembleRuntime,
+) -> None:
+    metrics = Metrics()
+    xs = requests(2, 2, 2, 2, 2)
+
+    async def scenario() -> list[tuple[BatchAnswer, EnsembleRuntime]]:
+        batcher = DynamicBatcher(NAME, lambda: runtime, 2, 0.0, metrics)
+        batcher.start()
+        waiting = [asyncio.create_task(batcher.submit(x)) for x in xs]
+        await asyncio.sleep(0)  # every request is queued, none has run
+        assert batches(metrics) == (0, 0)
+        await batcher.close()
+        assert batches(metrics) == (5, 10)  # close ran every queued batch before returning
+        with pytest.raises(RuntimeError, match="shutting down"):
+            await batcher.submit(xs[0])
+        return await asyncio.gather(*waiting)
+
+    answers = run(scenario)
+    for x, (answer, _) in zip(xs, answers, strict=True):
+        assert_own_rows(runtime, x, answer)
+
+
+def test_each_batch_runs_on_the_snapshot_set_serving_when_it_starts(
+    model_dir: Path, runtime: EnsembleRuntime
+) -> None:
+    """A hot reload swaps the set: the next batch runs on the new one."""
+    metrics = Metrics()
+    newer = EnsembleRuntime.load(model_dir, 2, RuntimeSettings(providers="cpu"))
+    serving = [runtime]
+    x = pixels(3)
+
+    async def scenario() -> tuple[EnsembleRuntime, EnsembleRuntime, BatchAnswer]:
+        batcher = DynamicBatcher(NAME, lambda: serving[0], 64, 0.0, metrics)
+        batcher.start()
+        _, before = await batcher.submit(x)
+        serving[0] = newer  # the swap
+        answer, after = await batcher.submit(x)
+        await batcher.close()
+        return before, after, answer
+
+    before, after, answer = run(scenario)
+    assert before is runtime and after is newer
+    assert answer.prediction.member_probs.shape == (2, 3, CLASSES)
+    assert_own_rows(newer, x, answer)
