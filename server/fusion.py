@@ -2,9 +2,11 @@
 takes each member's softmax, stacks them and averages them, so a batch costs one
 `session.run` instead of m.
 
-    input ──▶ member 1 ──▶ Softmax ──▶ Unsqueeze ─┐
-          ──▶ member 2 ──▶ Softmax ──▶ Unsqueeze ─┼─▶ Concat ──▶ member_probabilities [m, N, K]
-          ──▶ ...                                 ┘       └──▶ ReduceMean ──▶ probabilities [N, K]
+    input ──▶ member 1 ──▶ ÷T ──▶ Softmax ──▶ Unsqueeze ─┐
+          ──▶ member 2 ──▶ ÷T ──▶ Softmax ──▶ Unsqueeze ─┼─▶ Concat ──▶ member_probabilities
+          ──▶ ...                                        ┘       └──▶ ReduceMean ──▶ probabilities
+
+T is the manifest's temperature; with T = 1 the division is left out.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ def _member_subgraph(
     return nodes, list(graph.initializer), prefix + output_name
 
 
-def fuse(members: list[onnx.ModelProto], input_name: str, output_name: str) -> onnx.ModelProto:
-    """One graph computing every member's softmax, stacked, and their mean."""
+def fuse(
+    members: list[onnx.ModelProto], input_name: str, output_name: str, temperature: float = 1.0
+) -> onnx.ModelProto:
+    """One graph computing every member's softmax(logits / temperature), stacked, and their
+    mean."""
     if not members:
         raise ValueError("an ensemble needs at least one member")
     first = members[0].graph
@@ -44,12 +49,18 @@ def fuse(members: list[onnx.ModelProto], input_name: str, output_name: str) -> o
     initializers: list[onnx.TensorProto] = [
         helper.make_tensor("stack_axis", TensorProto.INT64, [1], [0]),
     ]
+    if temperature != 1.0:
+        initializers.append(helper.make_tensor("temperature", TensorProto.FLOAT, [], [temperature]))
     stacked = []
     for index, member in enumerate(members):
         member_nodes, weights, logits = _member_subgraph(member, index, input_name, output_name)
         nodes += member_nodes
         initializers += weights
         probs, expanded = f"m{index}_softmax", f"m{index}_expanded"
+        if temperature != 1.0:
+            scaled = f"m{index}_scaled"
+            nodes.append(helper.make_node("Div", [logits, "temperature"], [scaled]))
+            logits = scaled
         nodes.append(helper.make_node("Softmax", [logits], [probs], axis=-1))
         nodes.append(helper.make_node("Unsqueeze", [probs, "stack_axis"], [expanded]))
         stacked.append(expanded)

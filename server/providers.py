@@ -23,18 +23,18 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from server.settings import RuntimeSettings
+from server.settings import Providers, RuntimeSettings
 
 # The runtime's logger: what is said about providers belongs to loading a model.
 log = logging.getLogger("snapens.runtime")
 
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 GPU_PROVIDERS = (TENSORRT, CUDA)
-PREFERENCE = {
-    "auto": [TENSORRT, CUDA, CPU],
-    "tensorrt": [TENSORRT, CUDA, CPU],
-    "cuda": [CUDA, CPU],
-    "cpu": [CPU],
+PREFERENCE: dict[Providers, list[str]] = {
+    Providers.AUTO: [TENSORRT, CUDA, CPU],
+    Providers.TENSORRT: [TENSORRT, CUDA, CPU],
+    Providers.CUDA: [CUDA, CPU],
+    Providers.CPU: [CPU],
 }
 # onnxruntime-gpu 1.19+ loads cuDNN 9 at run time (its CUDA provider does not link it).
 CUDNN = "libcudnn.so.9"
@@ -97,7 +97,7 @@ def linked_libraries(path: Path) -> list[str]:
 
 
 def provider_library(provider: str) -> Path:
-    short = {TENSORRT: "tensorrt", CUDA: "cuda"}[provider]
+    short = {TENSORRT: Providers.TENSORRT, CUDA: Providers.CUDA}[provider].value
     return Path(ort.__file__).parent / "capi" / f"libonnxruntime_providers_{short}.so"
 
 
@@ -133,11 +133,11 @@ def unusable(provider: str, available: set[str]) -> str | None:
     return None
 
 
-_choices: dict[str, ProviderChoice] = {}
+_choices: dict[Providers, ProviderChoice] = {}
 _choosing = threading.Lock()
 
 
-def choose_providers(choice: str, *, fresh: bool = False) -> ProviderChoice:
+def choose_providers(choice: Providers, *, fresh: bool = False) -> ProviderChoice:
     """The providers to ask onnxruntime for. `auto` takes TensorRT and CUDA only where their
     libraries load here and logs one line naming what is missing when this onnxruntime
     build has a GPU provider it cannot use: a warning where the NVIDIA driver is present
@@ -151,11 +151,11 @@ def choose_providers(choice: str, *, fresh: bool = False) -> ProviderChoice:
         return _choices[choice]
 
 
-def _choose(choice: str) -> ProviderChoice:
+def _choose(choice: Providers) -> ProviderChoice:
     available = set(ort.get_available_providers())
     wanted = [p for p in PREFERENCE[choice] if p != CPU]
     reasons = {p: r for p in wanted if (r := unusable(p, available)) is not None}
-    if choice != "auto" and reasons:
+    if choice != Providers.AUTO and reasons:
         raise ProviderUnavailable(
             f"--providers {choice} cannot be used: "
             + "; ".join(f"{PROVIDER_NAMES[p]}: {r}" for p, r in reasons.items())

@@ -27,7 +27,7 @@ from server.providers import (
     choose_providers,
     provider_options,
 )
-from server.settings import RuntimeSettings
+from server.settings import Execution, GraphOptimization, Providers, RuntimeSettings
 from snapens.ensemble import EnsembleResult, combine, softmax
 from snapens.manifest import Manifest, ManifestError, SnapshotEntry, read_manifest, read_snapshot
 
@@ -43,10 +43,10 @@ __all__ = [
 log = logging.getLogger("snapens.runtime")
 
 OPTIMIZATION = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    GraphOptimization.DISABLE: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    GraphOptimization.BASIC: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    GraphOptimization.EXTENDED: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    GraphOptimization.ALL: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 
 Float32Array = npt.NDArray[np.float32]
@@ -93,7 +93,7 @@ class EnsembleRuntime:
     model_dir: Path
     manifest: Manifest
     members: list[SnapshotEntry]
-    execution: str
+    execution: Execution
     sessions: list[ort.InferenceSession]
     providers: list[str]
     warnings: list[str] = field(default_factory=list)
@@ -133,8 +133,8 @@ class EnsembleRuntime:
         per_provider = provider_options(providers, settings)
         io = manifest.input.name, manifest.output.name
         try:
-            if settings.execution == "fused":
-                fused = fuse(graphs, *io).SerializeToString()
+            if settings.execution == Execution.FUSED:
+                fused = fuse(graphs, *io, manifest.temperature).SerializeToString()
                 sessions = [ort.InferenceSession(fused, options, providers, per_provider)]
             else:
                 sessions = [
@@ -151,7 +151,7 @@ class EnsembleRuntime:
         asked_gpu = [p for p in providers if p in GPU_PROVIDERS]
         lost = [p for p in asked_gpu if p not in got]
         required = PREFERENCE[settings.providers][0]
-        if settings.providers != "auto" and required not in got:
+        if settings.providers != Providers.AUTO and required not in got:
             raise ProviderUnavailable(
                 f"--providers {settings.providers}: onnxruntime did not start {required} "
                 f"(the session got {', '.join(got)})"
@@ -177,15 +177,17 @@ class EnsembleRuntime:
         return runtime
 
     def run(self, x: Float32Array) -> Prediction:
-        """Member probabilities and their mean for a batch x [N, C, H, W] of raw pixels."""
+        """Member probabilities (softmax of logits / the manifest's temperature) and their
+        mean for a batch x [N, C, H, W] of raw pixels."""
         feed = {self.manifest.input.name: x}
-        if self.execution == "fused":
+        if self.execution == Execution.FUSED:
             member_probs, mean = self.sessions[0].run([MEMBER_PROBABILITIES, PROBABILITIES], feed)
             return Prediction(member_probs, mean)
         output = self.manifest.output.name
-        stacked = np.stack([softmax(s.run([output], feed)[0]) for s in self.sessions]).astype(
-            np.float32
-        )
+        temperature = self.manifest.temperature
+        stacked = np.stack(
+            [softmax(s.run([output], feed)[0] / temperature) for s in self.sessions]
+        ).astype(np.float32)
         return Prediction(stacked, stacked.mean(axis=0))
 
     def answer(self, x: Float32Array, batch_size: int | None = None) -> BatchAnswer:
