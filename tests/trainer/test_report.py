@@ -32,7 +32,7 @@ def flat_report(errors: list[float], disagreement: float) -> dict[str, Any]:
             "snapshot_steps": [20 * (i + 1) for i in range(m)],
         },
         "snapshots": [{"cycle": i + 1, "error": e} for i, e in enumerate(errors)],
-        "ensemble_of_last": [{"k": k, "error": e} for k, e in enumerate(errors, start=1)],
+        "ensemble_of_last": [{"m": k, "error": e} for k, e in enumerate(errors, start=1)],
         "pairwise_disagreement": {
             "cycles": list(range(1, m + 1)),
             "matrix": [[0.0 if i == j else disagreement for j in range(m)] for i in range(m)],
