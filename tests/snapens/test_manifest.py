@@ -12,13 +12,13 @@ from pydantic import ValidationError
 from snapens.manifest import Manifest, ManifestError, read_manifest
 
 
-def _valid(trained_digits: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((trained_digits / "manifest.json").read_text())
+def _valid(synthetic_digits: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((synthetic_digits / "manifest.json").read_text())
     return data
 
 
-def test_trained_manifest_has_the_fields_design_names(trained_digits: Path) -> None:
-    m = read_manifest(trained_digits)
+def test_trained_manifest_has_the_fields_design_names(synthetic_digits: Path) -> None:
+    m = read_manifest(synthetic_digits)
     assert m.format_version == 1 and m.name == "digits" and m.created_at
     assert (
         m.input.shape == [-1, 1, 8, 8] and m.input.dtype == "float32" and m.input.layout == "NCHW"
@@ -49,9 +49,9 @@ def test_trained_manifest_has_the_fields_design_names(trained_digits: Path) -> N
     ],
 )
 def test_untrustworthy_manifests_are_refused(
-    trained_digits: Path, tmp_path: Path, mutate: Any, message: str
+    synthetic_digits: Path, tmp_path: Path, mutate: Any, message: str
 ) -> None:
-    data = _valid(trained_digits)
+    data = _valid(synthetic_digits)
     mutate(data)
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(ManifestError, match=message):
@@ -66,8 +66,8 @@ def test_missing_and_malformed_manifests(tmp_path: Path) -> None:
         read_manifest(tmp_path)
 
 
-def test_the_temperature_defaults_to_one_and_must_be_positive(trained_digits: Path) -> None:
-    data = _valid(trained_digits)
+def test_the_temperature_defaults_to_one_and_must_be_positive(synthetic_digits: Path) -> None:
+    data = _valid(synthetic_digits)
     data.pop("temperature", None)  # a manifest written before the field existed
     assert Manifest.model_validate(data).temperature == 1.0
     assert Manifest.model_validate({**data, "temperature": 1.7}).temperature == 1.7
