@@ -12,7 +12,14 @@ from snapens.console import console
 from snapens.folder import FolderError, ModelFolder
 from snapens.manifest import ManifestError, read_manifest
 from snapens.summary import summarize
-from trainer.config import TrainConfig, build_config, load_config_file
+from trainer.config import (
+    Augment,
+    DatasetKind,
+    Schedule,
+    TrainConfig,
+    build_config,
+    load_config_file,
+)
 from trainer.errors import UserError
 from trainer.nets import ARCH_HELP
 
@@ -29,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset",
-        choices=["digits", "imagefolder", "npz"],
+        choices=[str(kind) for kind in DatasetKind],
         help="digits (embedded, default), imagefolder (folder or .zip of class folders), npz",
     )
     data.add_argument("--data", type=Path, help="dataset path for imagefolder and npz")
@@ -39,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--cache-dir", type=Path, help="where decoded image folders are cached")
     data.add_argument(
         "--augment",
-        choices=["auto", "none", "crop-flip"],
+        choices=[str(augment) for augment in Augment],
         help="auto: random crop + flip for RGB images of 16px and more",
     )
 
@@ -49,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--schedule",
-        choices=["sgdr", "snapshot", "step", "plateau", "lipschitz"],
+        choices=[str(schedule) for schedule in Schedule],
         help="learning-rate schedule (default snapshot)",
     )
     model.add_argument(
@@ -115,9 +122,9 @@ def resolve_config(flags: dict[str, Any]) -> TrainConfig:
                 # Stopped before its first checkpoint: nothing to keep, start it again.
                 cfg = cfg.model_copy(update={"overwrite": True})
     if cfg.resume and folder.checkpoint_path.is_file():
-        from trainer.train import read_resume_config
+        from trainer.checkpoint import load_checkpoint
 
-        stored = read_resume_config(folder)
+        stored = load_checkpoint(folder.checkpoint_path)["config"]
         cfg = build_config({**stored, **file_values}, {**flags, "resume": True})
     return cfg
 

@@ -4,16 +4,44 @@ from __future__ import annotations
 
 import json
 import tomllib
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from snapens.validation import one_line
 from trainer.errors import UserError
 
-Schedule = Literal["sgdr", "snapshot", "step", "plateau", "lipschitz"]
-CYCLIC_SCHEDULES = ("sgdr", "snapshot")
+
+class Schedule(StrEnum):
+    """The learning-rate schedules (`trainer.schedules` builds each)."""
+
+    SGDR = "sgdr"
+    SNAPSHOT = "snapshot"
+    STEP = "step"
+    PLATEAU = "plateau"
+    LIPSCHITZ = "lipschitz"
+
+    @property
+    def cyclic(self) -> bool:
+        """A snapshot per restart cycle; the others take theirs at evenly spaced epochs."""
+        return self in (Schedule.SGDR, Schedule.SNAPSHOT)
+
+
+class DatasetKind(StrEnum):
+    """Where the examples come from (`trainer.data.load_dataset` loads each)."""
+
+    DIGITS = "digits"
+    IMAGEFOLDER = "imagefolder"
+    NPZ = "npz"
+
+
+class Augment(StrEnum):
+    AUTO = "auto"
+    NONE = "none"
+    CROP_FLIP = "crop-flip"
+
 
 # Settings that may differ between a run and its resumption: they do not change the result.
 RUNTIME_FIELDS = frozenset(
@@ -36,19 +64,19 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # data
-    dataset: Literal["digits", "imagefolder", "npz"] = "digits"
+    dataset: DatasetKind = DatasetKind.DIGITS
     data: Path | None = Field(None, description="dataset path (folder, .zip or .npz)")
     val_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = 0
     image_size: int | None = Field(None, gt=0, description="resize images to this square size")
     cache_dir: Path | None = None
-    augment: Literal["auto", "none", "crop-flip"] = "auto"
+    augment: Augment = Augment.AUTO
 
     # network
     arch: str = "auto"
 
     # optimisation
-    schedule: Schedule = "snapshot"
+    schedule: Schedule = Schedule.SNAPSHOT
     cycles: int | None = Field(None, ge=1, description="M: snapshots (cycles for sgdr/snapshot)")
     epochs: int | None = Field(None, ge=1, description="B: the training budget in epochs")
     lr: float = Field(0.1, description="α0 / η_max / initial learning rate")
@@ -92,7 +120,7 @@ class TrainConfig(BaseModel):
             raise ValueError(f"T_mult must be >= 1 (periods never shrink), got {t_mult}")
         if t_mult != int(t_mult):
             raise ValueError(
-                f"T_mult must be a whole number (torch's CosineAnnealingWarmRestarts), got {t_mult}"
+                f"T_mult must be a whole number (periods of whole epochs), got {t_mult}"
             )
         return t_mult
 
@@ -116,11 +144,11 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _data_path(self) -> TrainConfig:
-        if self.dataset != "digits" and self.data is None:
+        if self.dataset is not DatasetKind.DIGITS and self.data is None:
             raise ValueError(f"--dataset {self.dataset} needs --data PATH")
         if self.overwrite and self.resume:
             raise ValueError("--overwrite and --resume contradict each other: pick one")
-        if self.schedule == "lipschitz" and self.warmup_epochs:
+        if self.schedule is Schedule.LIPSCHITZ and self.warmup_epochs:
             raise ValueError("lipschitz computes its own rate every epoch: drop --warmup-epochs")
         return self
 
@@ -130,8 +158,8 @@ class TrainConfig(BaseModel):
     def model_name(self) -> str:
         if self.name is not None:
             return self.name
-        if self.dataset == "digits" or self.data is None:
-            return "digits"
+        if self.dataset is DatasetKind.DIGITS or self.data is None:
+            return str(DatasetKind.DIGITS)
         return self.data.name.split(".")[0] or "model"
 
     @property
@@ -147,7 +175,7 @@ class TrainConfig(BaseModel):
         """SGD momentum: 0.9, except plain SGD for lipschitz, as its authors train it."""
         if self.momentum is not None:
             return self.momentum
-        return 0.0 if self.schedule == "lipschitz" else 0.9
+        return 0.0 if self.schedule is Schedule.LIPSCHITZ else 0.9
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that determine the result, for checking a resumption."""

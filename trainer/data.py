@@ -19,6 +19,7 @@ import torch
 
 from snapens.atomic import atomic_writer
 from snapens.images import ImageDecodeError, decode_image, is_image_name, probe
+from trainer.config import DatasetKind
 from trainer.errors import UserError
 
 CACHE_VERSION = 1
@@ -230,12 +231,12 @@ def load_npz(path: Path) -> Dataset:
 
 
 def load_dataset(
-    kind: str, path: Path | None, image_size: int | None, cache_dir: Path | None
+    kind: DatasetKind, path: Path | None, image_size: int | None, cache_dir: Path | None
 ) -> Dataset:
-    if kind == "digits":
+    if kind is DatasetKind.DIGITS:
         return load_digits()
     assert path is not None  # the config requires --data for the other kinds
-    if kind == "imagefolder":
+    if kind is DatasetKind.IMAGEFOLDER:
         return load_image_folder(path, image_size, cache_dir)
     return load_npz(path)
 

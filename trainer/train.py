@@ -165,7 +165,7 @@ class Trainer:
         self.verify_batch = data.x[val_idx[:VERIFY_BATCH]].float()
 
         self.arch = default_arch(data.input_shape) if cfg.arch == "auto" else cfg.arch
-        augment = cfg.augment
+        augment: str = cfg.augment
         if augment == "auto":
             augment = (
                 "crop-flip"
