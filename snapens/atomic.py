@@ -17,14 +17,15 @@ from typing import BinaryIO
 TEMP_PREFIX = ".tmp-"
 
 
-def _default_mode() -> int:
+def new_file_mode() -> int:
     """0o666 less the process umask, the mode open() would give a new file."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or creation in `directory` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -43,13 +44,13 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
     tmp = Path(tmp_name)
     try:
-        os.fchmod(fd, _default_mode())  # mkstemp creates 0600; readers may run as another user
+        os.fchmod(fd, new_file_mode())  # mkstemp creates 0600; readers may run as another user
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

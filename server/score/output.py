@@ -32,7 +32,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from snapens.atomic import TEMP_PREFIX, atomic_write_bytes, atomic_writer, sha256_file
+from snapens.atomic import (
+    TEMP_PREFIX,
+    atomic_write_bytes,
+    atomic_writer,
+    fsync_dir,
+    new_file_mode,
+    sha256_file,
+)
 
 FORMATS = (".parquet", ".csv", ".jsonl")
 META = "meta.json"
@@ -126,7 +133,7 @@ class Output:
         merged = Path(name)
         try:
             with os.fdopen(fd, "wb") as handle:
-                os.fchmod(fd, _new_file_mode())  # mkstemp creates 0600
+                os.fchmod(fd, new_file_mode())  # mkstemp creates 0600
                 _assemble(handle, self.path.suffix, parts, classes, cycles, totals)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -141,7 +148,7 @@ class Output:
         except BaseException:
             merged.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self._clean_up()
         return totals
 
@@ -165,9 +172,9 @@ class Output:
         """Step 4: the parts folder, then the marker (which keeps vouching until the end)."""
         if self.partial.exists():
             shutil.rmtree(self.partial)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self.marker.unlink(missing_ok=True)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def _remove_stale_temporaries(self) -> None:
         """Temporaries of this output (merged file, marker) left by a killed run."""
@@ -215,21 +222,6 @@ def _assemble(
                 handle.write(json.dumps(row).encode() + b"\n")
     if writer is not None:
         writer.close()
-
-
-def _new_file_mode() -> int:
-    """0o666 less the process umask: the mode open() gives a new file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def flatten_for_csv(table: pa.Table, classes: list[str], cycles: list[int]) -> pa.Table:
