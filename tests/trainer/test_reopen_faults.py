@@ -25,42 +25,13 @@ from server.runtime import EnsembleRuntime
 from server.settings import RuntimeSettings
 from snapens.manifest import Manifest, read_manifest, read_snapshot
 from tests.conftest import ROOT
+from tests.faults import INJECTOR, KILLED
 from trainer.checkpoint import load_checkpoint
 from trainer.cli import main as trainer_main
 
 NAME = "run"
 RUN = ["--dataset", "digits", "--epochs", "4", "--cycles", "4", "--name", NAME, "--quiet"]
 RESUME_AFTER_EPOCH = 2  # of 4: snapshots 3 and 4 were taken after the checkpoint
-KILLED = 86
-
-# Imported by the child before anything else. It counts the calls that change the file
-# system (create a file, rename, unlink, make or remove a folder) once armed, and exits
-# on the spot at the k-th, the way a SIGKILL would leave the disk.
-INJECTOR = f"""
-import os, shutil, sys  # shutil first: it chooses its rmtree strategy at import
-
-_at, _seen, _armed = int(sys.argv[1]), 0, False
-
-def _counted(real, creates=False):
-    def op(*args, **kwargs):
-        global _seen
-        flags = kwargs["flags"] if "flags" in kwargs else args[1] if creates else 0
-        if _armed and (not creates or flags & os.O_CREAT):
-            _seen += 1
-            if _seen == _at:
-                os._exit({KILLED})
-        return real(*args, **kwargs)
-    return op
-
-for _name in ("replace", "rename", "unlink", "remove", "rmdir", "mkdir"):
-    setattr(os, _name, _counted(getattr(os, _name)))
-os.open = _counted(os.open, creates=True)
-
-def arm():
-    global _armed
-    _armed = True
-"""
-
 REOPEN = """
 from pathlib import Path
 from snapens.folder import ModelFolder
