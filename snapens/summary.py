@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Group, RenderableType
@@ -10,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from snapens.manifest import Manifest
+from snapens.report import read_headline
 
 
 def summarize(model_dir: Path, manifest: Manifest) -> RenderableType:
@@ -46,15 +46,13 @@ def summarize(model_dir: Path, manifest: Manifest) -> RenderableType:
             f"{s.export_max_abs_diff:.1e}",
         )
     parts: list[RenderableType] = [head, table]
-    report_path = model_dir / "report.json"
-    if report_path.is_file():
-        report = json.loads(report_path.read_text())
-        if "ensemble" in report:
-            ens, best = report["ensemble"], report["best_single"]
-            parts.append(
-                Text(
-                    f"ensemble of {ens['m']}: val error {ens['error']:.4f}, NLL {ens['nll']:.4f}; "
-                    f"best single snapshot (cycle {best['cycle']}): val error {best['error']:.4f}"
-                )
+    headline = read_headline(model_dir)
+    if headline is not None:
+        ens, best = headline.ensemble, headline.best_single
+        parts.append(
+            Text(
+                f"ensemble of {ens.m}: val error {ens.error:.4f}, NLL {ens.nll:.4f}; "
+                f"best single snapshot (cycle {best.cycle}): val error {best.error:.4f}"
             )
+        )
     return Group(*parts)

@@ -39,6 +39,13 @@ from snapens.ensemble import (
 from snapens.evaluation import evaluate_members
 from snapens.folder import ModelFolder, SnapshotMeta
 from snapens.manifest import FORMAT_VERSION, InputSpec, Manifest, OutputSpec, utc_now
+from snapens.report import (
+    DISAGREEMENT_PLOT,
+    ENSEMBLE_SIZE_PLOT,
+    LEARNING_RATE_PLOT,
+    REPORT_JSON,
+    snapshot_rows,
+)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -264,7 +271,7 @@ def write_model_folder(
             after_snapshot(cycle)
     if report:
         contents = _report(folder.manifest, np.stack(val_probs), y[val], cycle_steps)
-        folder.write_extra("report.json", json.dumps(contents, indent=2).encode() + b"\n")
+        folder.write_extra(REPORT_JSON, json.dumps(contents, indent=2).encode() + b"\n")
         for file, data in render_plots(contents).items():
             folder.write_extra(file, data)
     folder.finish()
@@ -292,17 +299,7 @@ def _report(
             "lr": [_snapshot_lr(s, cycle_steps) for s in steps],
             "snapshot_steps": [s.step for s in manifest.snapshots],
         },
-        "snapshots": [
-            {
-                "cycle": s.cycle,
-                "epoch": s.epoch,
-                "step": s.step,
-                "lr": s.lr,
-                "error": 1 - s.val_accuracy,
-                "nll": s.val_nll,
-            }
-            for s in manifest.snapshots
-        ],
+        "snapshots": snapshot_rows(manifest),
         "ensemble_of_last": by_size,
         "best_single": {"cycle": cycles[best], "error": singles[best]},
         "ensemble": {
@@ -381,17 +378,17 @@ def render_plots(report: dict[str, Any]) -> dict[str, bytes]:
     """The report's plots as PNG files, by the names the trainer gives them."""
     curve = report["learning_rate"]
     plots = {
-        "learning_rate.png": _lines(
+        LEARNING_RATE_PLOT: _lines(
             "learning rate by step", [list(zip(curve["step"], curve["lr"], strict=True))]
         )
     }
     if len(report["snapshots"]) > 1:
         singles = [(float(s["cycle"]), float(s["error"])) for s in report["snapshots"]]
         ensembles = [(float(row["m"]), float(row["error"])) for row in report["ensemble_of_last"]]
-        plots["ensemble_size.png"] = _lines(
+        plots[ENSEMBLE_SIZE_PLOT] = _lines(
             "validation error: snapshots (blue), last-k ensembles (red)", [singles, ensembles]
         )
-        plots["disagreement.png"] = _matrix(
+        plots[DISAGREEMENT_PLOT] = _matrix(
             "pairwise disagreement", np.asarray(report["pairwise_disagreement"]["matrix"])
         )
     return plots

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse
 
 from server.errors import NotFound
 from server.protocol.dependencies import Repository
+from snapens.report import REPORT_FILES
 
 # The page refuses to load anything from elsewhere, and images only from itself or blobs.
 PAGE_SECURITY = {
@@ -31,14 +32,6 @@ FAVICON_PATH = "/favicon.ico"
 PAGE_PATHS = frozenset(
     {"/", FAVICON_PATH, *(f"/demo/{name}" for name in ASSETS if name != "index.html")}
 )
-# What the trainer writes beside the manifest; nothing else in a model folder is served.
-REPORT_FILES = {
-    "report.json": "application/json",
-    "learning_rate.png": "image/png",
-    "ensemble_size.png": "image/png",
-    "disagreement.png": "image/png",
-}
-
 router = APIRouter(tags=["demo"])
 
 
