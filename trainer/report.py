@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,22 +26,33 @@ from trainer.plots import colour_range, plain_ticks, readable_y
 
 if TYPE_CHECKING:
     from snapens.folder import ModelFolder
+    from trainer.history import History
     from trainer.schedules import Plan
-    from trainer.train import History
 
 MAX_CURVE_POINTS = 5000
 
 
-def _curve(lr: list[float], snapshot_steps: list[int]) -> dict[str, list[float]]:
-    """The per-step learning rate, thinned to at most MAX_CURVE_POINTS (+ the snapshot steps)."""
-    stride = max(1, -(-len(lr) // MAX_CURVE_POINTS))
-    steps = sorted(set(range(1, len(lr) + 1, stride)) | {s for s in snapshot_steps if s <= len(lr)})
-    return {"step": [float(s) for s in steps], "lr": [lr[s - 1] for s in steps]}
+def learning_rate_curve(
+    lr_at: Callable[[int], float], steps_done: int, snapshot_steps: list[int]
+) -> dict[str, list[float]]:
+    """The rate of each optimizer step s = 1..steps_done (`lr_at(s - 1)`), thinned to at most
+    MAX_CURVE_POINTS (+ the snapshot steps)."""
+    stride = max(1, -(-steps_done // MAX_CURVE_POINTS))
+    steps = sorted(
+        set(range(1, steps_done + 1, stride)) | {s for s in snapshot_steps if s <= steps_done}
+    )
+    return {"step": [float(s) for s in steps], "lr": [lr_at(s - 1) for s in steps]}
 
 
 def build_report(
-    manifest: Manifest, history: History, plan: Plan, targets: torch.Tensor, train_seconds: float
+    manifest: Manifest,
+    history: History,
+    plan: Plan,
+    lr_at: Callable[[int], float],
+    targets: torch.Tensor,
+    train_seconds: float,
 ) -> dict[str, Any]:
+    """`lr_at(step)`: the rate of the step taken after `step` steps (the run's schedule)."""
     y = targets.numpy().astype(np.int64)
     cycles = [s.cycle for s in manifest.snapshots]
     report: dict[str, Any] = {
@@ -55,7 +67,7 @@ def build_report(
         },
         "epochs": history.epochs,
         "learning_rate": {
-            **_curve(history.lr, list(plan.snapshot_steps)),
+            **learning_rate_curve(lr_at, plan.total_iterations, list(plan.snapshot_steps)),
             "snapshot_steps": [s.step for s in manifest.snapshots],
         },
         "snapshots": [
@@ -176,10 +188,11 @@ def write_report(
     manifest: Manifest,
     history: History,
     plan: Plan,
+    lr_at: Callable[[int], float],
     targets: torch.Tensor,
     train_seconds: float,
 ) -> dict[str, Any]:
-    report = build_report(manifest, history, plan, targets, train_seconds)
+    report = build_report(manifest, history, plan, lr_at, targets, train_seconds)
     folder.write_extra("report.json", json.dumps(report, indent=2).encode() + b"\n")
     for name, data in render_plots(report).items():
         folder.write_extra(name, data)

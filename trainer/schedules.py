@@ -1,53 +1,38 @@
-"""Learning-rate schedules and the snapshot plan.
+"""The schedule factory: the snapshot plan and the learning-rate schedule of a config.
+
+This is the one place that tells the schedules apart (`config.Schedule`); the rates
+themselves are in `trainer.rates`.
 
 A `Plan` is plain data fixed before training: the budget in iterations and the
-optimizer steps after which snapshots are taken. The learning rate itself is driven
-by torch's schedulers where they fit, stepped every iteration:
+optimizer steps after which snapshots are taken.
 
-- sgdr:      CosineAnnealingWarmRestarts(T_0 = t0 epochs, T_mult), Loshchilov & Hutter
-             η = η_min + ½(η_max − η_min)(1 + cos(π·T_cur/T_i)), T_i = T_0·T_mult^i
-- snapshot:  Huang et al.'s α(t) = α0/2·(cos(π·mod(t−1, ⌈T/M⌉)/⌈T/M⌉) + 1), which is
-             CosineAnnealingWarmRestarts with T_0 = ⌈T/M⌉ iterations, T_mult = 1, η_min = 0
-- step:      MultiStepLR, ×0.1 at 50% and 75% of the budget
-- plateau:   ReduceLROnPlateau on the validation loss, once per epoch
-- lipschitz: Yedida & Saha's lr = 1/K, K = (k−1)·K_z/(k·m) (+1e-4·max‖W‖ with weight
-             decay), K_z the largest Frobenius norm of a batch's penultimate activations,
-             recomputed at the start of every epoch
-An optional linear warmup (LinearLR) precedes the cycles; the cycles share the rest
-of the budget. Snapshots of the non-cyclic schedules are taken at evenly spaced
-epochs (the paper's NoCycle baseline).
-
-Resuming restores each scheduler from its state_dict (never by rebuilding it from
-last_epoch, which is wrong for CosineAnnealingWarmRestarts with T_mult > 1).
+- sgdr:      cosine annealing restarted after periods of T_0·T_mult^i epochs (Loshchilov &
+             Hutter), a snapshot at the end of each period
+- snapshot:  M equal cycles of ⌈T/M⌉ iterations (Huang et al.), a snapshot at the end of each
+- step:      ×0.1 at 50% and 75% of the budget
+- plateau:   ReduceLROnPlateau's rule on the validation loss, once per epoch
+- lipschitz: Yedida & Saha's lr = 1/K, measured at the start of every epoch
+An optional linear warmup precedes the cycles; the cycles share the rest of the budget.
+Snapshots of the non-cyclic schedules are taken at evenly spaced epochs (the paper's
+NoCycle baseline).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import (
-    CosineAnnealingWarmRestarts,
-    LinearLR,
-    LRScheduler,
-    MultiStepLR,
-    ReduceLROnPlateau,
-    SequentialLR,
-)
-
-from trainer.config import TrainConfig
+from trainer.config import Schedule, TrainConfig
 from trainer.errors import UserError
+from trainer.rates import CosineRestarts, Lipschitz, LRSchedule, Plateau, StepDecay, Warmup
 
 
 @dataclass(frozen=True)
 class Plan:
     """When the run ends and when it takes its snapshots, in optimizer steps."""
 
-    schedule: str
+    schedule: Schedule
     iterations_per_epoch: int
     epochs: int
     warmup_iterations: int
@@ -132,206 +117,64 @@ def make_plan(cfg: TrainConfig, iterations_per_epoch: int) -> Plan:
             "lower --cycles or raise --epochs"
         )
 
-    if cfg.schedule == "sgdr":
+    if not cfg.schedule.cyclic:  # NoCycle: M snapshots at evenly spaced epochs of one run
+        span = epochs - cfg.warmup_epochs
+        if m > span:
+            raise UserError(
+                f"--cycles {m}: a {cfg.schedule} run takes at most one snapshot per epoch ({span})"
+            )
+        ends = [cfg.warmup_epochs + (span * i) // m for i in range(1, m + 1)]
+        return Plan(cfg.schedule, ipe, epochs, warmup, tuple(e * ipe for e in ends))
+    if cfg.schedule is Schedule.SGDR:
         t0, ends = _sgdr_periods(cfg, epochs - cfg.warmup_epochs)
         steps = tuple(warmup + e * ipe for e in ends)
         return Plan(cfg.schedule, ipe, epochs, warmup, steps, t0_epochs=t0)
-    if cfg.schedule == "snapshot":
-        if cycle_iters % m:
-            raise UserError(
-                f"{cycle_iters} iterations do not split into {m} equal cycles, so the last "
-                "snapshot would not sit at a learning-rate minimum: choose --epochs divisible "
-                "by --cycles"
-            )
-        length = math.ceil(cycle_iters / m)
-        steps = tuple(warmup + length * i for i in range(1, m + 1))
-        return Plan(cfg.schedule, ipe, epochs, warmup, steps, cycle_iterations=length)
-
-    # NoCycle: M snapshots at evenly spaced epochs of one run.
-    span = epochs - cfg.warmup_epochs
-    if m > span:
+    # snapshot
+    if cycle_iters % m:
         raise UserError(
-            f"--cycles {m}: a {cfg.schedule} run takes at most one snapshot per epoch ({span})"
+            f"{cycle_iters} iterations do not split into {m} equal cycles, so the last "
+            "snapshot would not sit at a learning-rate minimum: choose --epochs divisible "
+            "by --cycles"
         )
-    ends = [cfg.warmup_epochs + (span * i) // m for i in range(1, m + 1)]
-    return Plan(cfg.schedule, ipe, epochs, warmup, tuple(e * ipe for e in ends))
+    length = math.ceil(cycle_iters / m)
+    steps = tuple(warmup + length * i for i in range(1, m + 1))
+    return Plan(cfg.schedule, ipe, epochs, warmup, steps, cycle_iterations=length)
 
 
-# Learning-rate controllers -------------------------------------------------------------
-
-
-class LRSchedule:
-    """Moves the optimizer's learning rate at the three points of the loop."""
-
-    needs_validation_loss = False
-
-    def on_epoch_start(self, epoch: int) -> None:
-        """Called before the first iteration of each epoch."""
-
-    def on_iteration_end(self) -> None:
-        """Called after every optimizer step."""
-
-    def on_epoch_end(self, val_loss: float | None) -> None:
-        """Called after each epoch with the validation loss (None when not evaluated)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what state_dict returned."""
-
-
-class PerIteration(LRSchedule):
-    """A torch scheduler stepped after every optimizer step."""
-
-    def __init__(self, scheduler: LRScheduler) -> None:
-        self.scheduler = scheduler
-
-    def on_iteration_end(self) -> None:
-        self.scheduler.step()
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.scheduler.load_state_dict(state)
-
-
-class Plateau(LRSchedule):
-    """ReduceLROnPlateau on the validation loss each epoch, after an optional warmup."""
-
-    needs_validation_loss = True
-
-    def __init__(self, optimizer: Optimizer, warmup_iterations: int, patience: int, factor: float):
-        self.plateau = ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=patience)
-        self.warmup = _warmup(optimizer, warmup_iterations) if warmup_iterations else None
-        self.warmup_iterations = warmup_iterations
-        self.iteration = 0
-
-    def on_iteration_end(self) -> None:
-        self.iteration += 1
-        if self.warmup is not None and self.iteration <= self.warmup_iterations:
-            self.warmup.step()
-
-    def on_epoch_end(self, val_loss: float | None) -> None:
-        if val_loss is None:
-            raise RuntimeError("plateau needs the validation loss every epoch")
-        if self.iteration >= self.warmup_iterations:
-            self.plateau.step(val_loss)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "iteration": self.iteration,
-            "plateau": self.plateau.state_dict(),
-            "warmup": self.warmup.state_dict() if self.warmup is not None else None,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.iteration = state["iteration"]
-        self.plateau.load_state_dict(state["plateau"])
-        if self.warmup is not None:
-            self.warmup.load_state_dict(state["warmup"])
-
-
-def lipschitz_lr(
-    max_activation_norm: float,
-    classes: int,
-    batch_size: int,
-    max_weight_norm: float,
-    weight_decay: float,
-) -> float:
-    """Yedida & Saha: lr = 1/K, K = (k−1)·K_z/(k·m), plus 1e-4·max‖W‖ when weight decay is on."""
-    k = (classes - 1) * max_activation_norm / (classes * batch_size)
-    if weight_decay > 0:
-        k += 1e-4 * max_weight_norm
-    if not k > 0:
-        raise RuntimeError("the Lipschitz constant is zero: penultimate activations are all zero")
-    return 1.0 / k
-
-
-class Lipschitz(LRSchedule):
-    """Sets lr = 1/K at the start of each epoch from a measurement of the network.
-
-    `measure` returns (K_z, max‖W‖): the largest Frobenius norm of a training batch's
-    penultimate activations, and the largest Frobenius norm of a weight tensor.
-    """
-
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        measure: Callable[[], tuple[float, float]],
-        classes: int,
-        batch_size: int,
-        weight_decay: float,
-    ) -> None:
-        self.optimizer = optimizer
-        self.measure = measure
-        self.classes = classes
-        self.batch_size = batch_size
-        self.weight_decay = weight_decay
-        self.history: list[dict[str, float]] = []
-
-    def on_epoch_start(self, epoch: int) -> None:
-        kz, max_w = self.measure()
-        lr = lipschitz_lr(kz, self.classes, self.batch_size, max_w, self.weight_decay)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.history.append({"epoch": epoch, "kz": kz, "max_weight_norm": max_w, "lr": lr})
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = list(state["history"])
-
-
-def _warmup(optimizer: Optimizer, iterations: int) -> LinearLR:
-    return LinearLR(
-        optimizer, start_factor=1.0 / iterations, end_factor=1.0, total_iters=iterations
-    )
-
-
-def build_schedule(
-    cfg: TrainConfig,
-    plan: Plan,
-    optimizer: Optimizer,
-    classes: int,
-    measure: Callable[[], tuple[float, float]],
-) -> LRSchedule:
-    cycle_iters = plan.total_iterations - plan.warmup_iterations
-    main: LRScheduler
-    if cfg.schedule == "plateau":
-        return Plateau(optimizer, plan.warmup_iterations, cfg.plateau_patience, cfg.plateau_factor)
-    if cfg.schedule == "lipschitz":
-        return Lipschitz(optimizer, measure, classes, cfg.batch_size, cfg.weight_decay)
-    if cfg.schedule == "sgdr":
-        assert plan.t0_epochs is not None
-        main = CosineAnnealingWarmRestarts(
-            optimizer,
-            T_0=plan.t0_epochs * plan.iterations_per_epoch,
-            T_mult=int(cfg.t_mult),
-            eta_min=cfg.lr_min,
-        )
-    elif cfg.schedule == "snapshot":
-        assert plan.cycle_iterations is not None
-        main = CosineAnnealingWarmRestarts(
-            optimizer, T_0=plan.cycle_iterations, T_mult=1, eta_min=0.0
-        )
-    else:  # step
-        main = MultiStepLR(
-            optimizer, milestones=[cycle_iters // 2, (3 * cycle_iters) // 4], gamma=0.1
-        )
+def build_schedule(cfg: TrainConfig, plan: Plan, classes: int) -> LRSchedule:
+    """The learning rate of every step of `plan`, built from plain numbers."""
+    after_warmup = plan.total_iterations - plan.warmup_iterations
+    main: LRSchedule
+    match cfg.schedule:
+        case Schedule.SGDR:
+            assert plan.t0_epochs is not None
+            main = CosineRestarts(
+                cfg.lr, plan.t0_epochs * plan.iterations_per_epoch, int(cfg.t_mult), cfg.lr_min
+            )
+        case Schedule.SNAPSHOT:
+            assert plan.cycle_iterations is not None
+            main = CosineRestarts(cfg.lr, plan.cycle_iterations)
+        case Schedule.STEP:
+            main = StepDecay(cfg.lr, (after_warmup // 2, (3 * after_warmup) // 4))
+        case Schedule.PLATEAU:
+            main = Plateau(cfg.lr, cfg.plateau_patience, cfg.plateau_factor)
+        case Schedule.LIPSCHITZ:  # the config refuses a warmup for it
+            return Lipschitz(classes, cfg.batch_size, cfg.weight_decay, plan.iterations_per_epoch)
     if plan.warmup_iterations:
-        warmup = _warmup(optimizer, plan.warmup_iterations)
-        return PerIteration(
-            SequentialLR(optimizer, [warmup, main], milestones=[plan.warmup_iterations])
-        )
-    return PerIteration(main)
+        return Warmup(cfg.lr, plan.warmup_iterations, main)
+    return main
 
 
-def current_lr(optimizer: Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
-
-
-def max_weight_norm(model: torch.nn.Module) -> float:
-    return max(float(p.detach().float().norm()) for p in model.parameters())
+def describe_schedule(cfg: TrainConfig, plan: Plan) -> dict[str, Any]:
+    """The schedule and its parameters, as the manifest records them."""
+    described: dict[str, Any] = {
+        "name": str(cfg.schedule),
+        "lr": cfg.lr,
+        "cycles": plan.cycles,
+        "warmup_epochs": cfg.warmup_epochs,
+    }
+    if cfg.schedule is Schedule.SGDR:
+        described |= {"lr_min": cfg.lr_min, "t0_epochs": plan.t0_epochs, "t_mult": int(cfg.t_mult)}
+    elif cfg.schedule is Schedule.PLATEAU:
+        described |= {"patience": cfg.plateau_patience, "factor": cfg.plateau_factor}
+    return described

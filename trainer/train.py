@@ -1,5 +1,6 @@
-"""The training loop: SGD over in-memory tensors, a learning-rate schedule stepped every
-iteration, and a snapshot at the end of every cycle, exported and verified on the spot.
+"""The training loop: SGD over in-memory tensors, the rate of every step set from the
+schedule (`lr_at(step)`), and a snapshot at the end of every cycle, exported and verified
+on the spot.
 
 Snapshots run on the training thread on purpose: a second thread running torch ops
 beside training makes two OpenMP teams compete for the cores, which cost far more
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,7 +34,7 @@ from snapens.console import console
 from snapens.folder import ModelFolder, SnapshotMeta
 from snapens.manifest import FORMAT_VERSION, InputSpec, Manifest, OutputSpec, utc_now
 from trainer.augment import random_crop_flip
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.checkpoint import check_resume_config, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.data import (
     Dataset,
@@ -44,17 +45,12 @@ from trainer.data import (
 )
 from trainer.errors import UserError
 from trainer.export import INPUT_NAME, OUTPUT_NAME, ExportError, SnapshotExporter, verify_onnx
+from trainer.history import History
 from trainer.nets import Normalized, build_network, default_arch
+from trainer.rates import LRSchedule
 from trainer.report import write_report
 from trainer.runtime import Runtime
-from trainer.schedules import (
-    LRSchedule,
-    Plan,
-    build_schedule,
-    current_lr,
-    make_plan,
-    max_weight_norm,
-)
+from trainer.schedules import Plan, build_schedule, describe_schedule, make_plan
 
 VERIFY_BATCH = 64
 CROP_PADDING = 4
@@ -69,15 +65,6 @@ class Evaluation:
     probs: torch.Tensor  # [N, K] float32 on the CPU
     loss: float
     accuracy: float
-
-
-@dataclass
-class History:
-    lr: list[float] = field(default_factory=list)  # the rate used by each optimizer step
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    snapshot_probs: dict[int, torch.Tensor] = field(default_factory=dict)  # cycle -> val softmax
-    snapshot_seconds: float = 0.0  # copying, exporting, verifying and writing snapshots
-    train_seconds: float = 0.0  # wall time of the epochs so far, across resumptions
 
 
 @dataclass(frozen=True)
@@ -127,25 +114,6 @@ def stop_requests() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-@torch.no_grad()
-def measure_lipschitz(model: Normalized, x: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """(K_z, max‖W‖): the largest Frobenius norm of a batch's penultimate activations over
-    one pass of the (unaugmented) training data, as the authors compute it."""
-    norms: list[torch.Tensor] = []
-    hook = model.fc.register_forward_hook(
-        lambda _m, inputs, _o: norms.append(inputs[0].float().norm())
-    )
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(x), batch_size):
-            model(x[start : start + batch_size].float())
-    finally:
-        hook.remove()
-        model.train(was_training)
-    return float(torch.stack(norms).max()), max_weight_norm(model)
 
 
 class Trainer:
@@ -202,13 +170,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
         ipe = iterations_per_epoch(len(self.train_x), cfg.batch_size, rt.world_size)
         self.plan: Plan = make_plan(cfg, ipe)
-        self.schedule: LRSchedule = build_schedule(
-            cfg,
-            self.plan,
-            self.optimizer,
-            len(data.classes),
-            lambda: measure_lipschitz(self.model, self.train_x, cfg.batch_size),
-        )
+        self.schedule: LRSchedule = build_schedule(cfg, self.plan, len(data.classes))
         self.cycle_at = {step: i + 1 for i, step in enumerate(self.plan.snapshot_steps)}
         self.history = History()
         # The snapshot copy and its traced graph: made by the first export, then reused.
@@ -254,20 +216,6 @@ class Trainer:
         now = utc_now()
         params = sum(p.numel() for p in self.model.parameters())
         cfg = self.cfg
-        schedule: dict[str, Any] = {
-            "name": cfg.schedule,
-            "lr": cfg.lr,
-            "cycles": self.plan.cycles,
-            "warmup_epochs": cfg.warmup_epochs,
-        }
-        if cfg.schedule == "sgdr":
-            schedule |= {
-                "lr_min": cfg.lr_min,
-                "t0_epochs": self.plan.t0_epochs,
-                "t_mult": int(cfg.t_mult),
-            }
-        elif cfg.schedule == "plateau":
-            schedule |= {"patience": cfg.plateau_patience, "factor": cfg.plateau_factor}
         return Manifest(
             format_version=FORMAT_VERSION,
             name=cfg.model_name,
@@ -286,7 +234,7 @@ class Trainer:
             snapshots=[],
             training={
                 "dataset": {
-                    "kind": cfg.dataset,
+                    "kind": str(cfg.dataset),
                     "source": self.data.source,
                     "train_examples": len(self.train_x),
                     "val_examples": len(self.val_x),
@@ -296,7 +244,7 @@ class Trainer:
                 },
                 "architecture": self.arch,
                 "parameters": params,
-                "schedule": schedule,
+                "schedule": describe_schedule(cfg, self.plan),
                 "optimizer": {
                     "name": "sgd",
                     "momentum": cfg.resolved_momentum,
@@ -314,21 +262,14 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
+        self.schedule.load_state(state["schedule"])
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         if self.rt.device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        saved = state["history"]
-        self.history = History(
-            lr=saved["lr"].tolist(),
-            epochs=list(saved["epochs"]),
-            snapshot_probs={int(k): v for k, v in saved["snapshot_probs"].items()},
-            snapshot_seconds=float(saved["snapshot_seconds"]),
-            train_seconds=float(saved["train_seconds"]),
-        )
+        self.history = History.from_state(state["history"])
 
     # The loop ------------------------------------------------------------------------
 
@@ -351,7 +292,7 @@ class Trainer:
                 "training",
                 total=plan.total_iterations,
                 completed=self.step,
-                lr=current_lr(self.optimizer),
+                lr=cfg.lr,
                 loss=float("nan"),
             )
             while self.epoch < plan.epochs:
@@ -362,7 +303,7 @@ class Trainer:
 
     def _train_epoch(self, progress: Progress, task: Any) -> float:
         cfg, rt = self.cfg, self.rt
-        self.schedule.on_epoch_start(self.epoch)
+        self.schedule.begin_epoch(self.epoch, self.model, self.train_x)
         augment_rng = torch.Generator().manual_seed(cfg.seed * 7919 + self.epoch * 104729 + rt.rank)
         loss_sum = torch.zeros((), device=rt.device)
         end_step = (self.epoch + 1) * self.plan.iterations_per_epoch
@@ -383,7 +324,9 @@ class Trainer:
                 logits = self.ddp(x)
             loss = F.cross_entropy(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
-            lr = current_lr(self.optimizer)
+            lr = self.schedule.lr_at(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
@@ -391,9 +334,7 @@ class Trainer:
             else:
                 loss.backward()
                 self.optimizer.step()
-            self.history.lr.append(lr)
             self.step += 1
-            self.schedule.on_iteration_end()
             if self.stop.is_set():
                 raise KeyboardInterrupt  # resume restarts from the last epoch's checkpoint
             loss_sum += loss.detach()
@@ -405,13 +346,7 @@ class Trainer:
                 self._snapshot(cycle, self._evaluate())
         train_loss = float(loss_sum) / self.plan.iterations_per_epoch
         if not torch.isfinite(torch.tensor(train_loss)):
-            raise DivergedError(
-                f"training diverged in epoch {self.epoch + 1} (loss {train_loss}): lower --lr"
-                if cfg.schedule != "lipschitz"
-                else f"the Lipschitz rate diverged in epoch {self.epoch + 1} (loss {train_loss}): "
-                "its 1/K rate can be too large for networks without batch normalisation "
-                "(try --arch resnet8)"
-            )
+            raise DivergedError(self.schedule.diverged(self.epoch + 1, train_loss))
         return train_loss
 
     def _evaluate(self) -> Evaluation | None:
@@ -427,20 +362,15 @@ class Trainer:
         cycle = self.cycle_at.get(self.step)
         if cycle is not None:
             self._snapshot(cycle, evaluation)
-        self.schedule.on_epoch_end(val_loss)
+        self.schedule.end_epoch(self.step, val_loss)
         self.epoch += 1
         seconds = time.perf_counter() - began
         self.history.train_seconds += seconds
         if evaluation is not None:
-            self.history.epochs.append(
-                {
-                    "epoch": self.epoch,
-                    "train_loss": train_loss,
-                    "val_error": 1 - evaluation.accuracy,
-                    "val_nll": evaluation.loss,
-                    "lr": self.history.lr[-1],
-                    "seconds": seconds,
-                }
+            last_lr = self.schedule.lr_at(self.step - 1)
+            error = 1 - evaluation.accuracy
+            self.history.record_epoch(
+                self.epoch, train_loss, error, evaluation.loss, last_lr, seconds
             )
         self._checkpoint()
 
@@ -456,7 +386,7 @@ class Trainer:
             cycle=cycle,
             epoch=round(self.step / self.plan.iterations_per_epoch, 4),
             step=self.step,
-            lr=self.history.lr[-1],
+            lr=self.schedule.lr_at(self.step - 1),
             val_accuracy=evaluation.accuracy,
             val_nll=evaluation.loss,
         )
@@ -471,47 +401,24 @@ class Trainer:
         )
 
     def _checkpoint(self) -> None:
+        """The step and the schedule's plain state fix every rate a resumed run uses."""
         if not self.rt.is_main:
             return
-        history = self.history
         state = {
             "config": self.cfg.fingerprint(),
             "epoch": self.epoch,
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
+            "schedule": self.schedule.state(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.rt.device.type == "cuda" else [],
             },
-            "history": {
-                "lr": torch.tensor(history.lr, dtype=torch.float64),
-                "epochs": [dict(e) for e in history.epochs],
-                "snapshot_probs": dict(history.snapshot_probs),
-                "snapshot_seconds": history.snapshot_seconds,
-                "train_seconds": history.train_seconds,
-            },
+            "history": self.history.state(),
         }
         save_checkpoint(self.folder.checkpoint_path, state)
-
-
-def read_resume_config(folder: ModelFolder) -> dict[str, Any]:
-    """The settings a checkpointed run was started with."""
-    config: dict[str, Any] = load_checkpoint(folder.checkpoint_path)["config"]
-    return config
-
-
-def _check_resume_config(cfg: TrainConfig, state: dict[str, Any]) -> None:
-    saved, now = state["config"], cfg.fingerprint()
-    for key in sorted(set(saved) | set(now)):
-        if saved.get(key) != now.get(key):
-            flag = "--" + key.replace("_", "-")
-            raise UserError(
-                f"--resume: the run was started with {flag} {saved.get(key)}, not {now.get(key)}; "
-                "resume with the same settings, or start over with --overwrite"
-            )
 
 
 def train(cfg: TrainConfig, rt: Runtime) -> TrainResult | None:
@@ -521,7 +428,7 @@ def train(cfg: TrainConfig, rt: Runtime) -> TrainResult | None:
         folder.check_target(cfg.overwrite, cfg.resume)
     resume_state = load_checkpoint(folder.checkpoint_path) if cfg.resume else None
     if resume_state is not None:
-        _check_resume_config(cfg, resume_state)
+        check_resume_config(cfg, resume_state["config"])
 
     data = load_dataset(cfg.dataset, cfg.data, cfg.image_size, cfg.cache_dir)
     trainer = Trainer(cfg, rt, data, folder, resume_state)  # validates the plan before any write
@@ -538,6 +445,12 @@ def train(cfg: TrainConfig, rt: Runtime) -> TrainResult | None:
         return None
     manifest = folder.finish()
     report = write_report(
-        folder, manifest, trainer.history, trainer.plan, trainer.val_y.cpu(), seconds
+        folder,
+        manifest,
+        trainer.history,
+        trainer.plan,
+        trainer.schedule.lr_at,
+        trainer.val_y.cpu(),
+        seconds,
     )
     return TrainResult(folder, manifest, report, seconds)

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from tests.plot_checks import assert_readable_y, number
-from trainer.report import plot_figures, render_plots
+from trainer.report import learning_rate_curve, plot_figures, render_plots
 
 # 1/179 as the trainer computes it along two paths: equal but for the last bits.
 ERROR = 1 / 179
@@ -97,3 +97,14 @@ def test_render_plots_writes_pngs_and_closes_its_figures() -> None:
     assert sorted(plots) == ["disagreement.png", "ensemble_size.png", "learning_rate.png"]
     assert all(data.startswith(b"\x89PNG\r\n\x1a\n") for data in plots.values())
     assert plt.get_fignums() == before
+
+
+def test_the_learning_rate_curve_is_read_from_the_schedule_and_thinned() -> None:
+    rates = {step: 1.0 / (step + 1) for step in range(12_000)}
+    curve = learning_rate_curve(rates.__getitem__, 12_000, [4_001, 12_000])
+    steps = [int(s) for s in curve["step"]]
+    assert steps[:3] == [1, 4, 7] and len(steps) == 4_002  # every 3rd step, plus the snapshots
+    assert 4_001 in steps and steps[-1] == 12_000
+    assert curve["lr"] == [rates[s - 1] for s in steps]  # step s ran at lr_at(s - 1)
+    short = learning_rate_curve(rates.__getitem__, 10, [5, 10, 20])
+    assert short == {"step": [float(s) for s in range(1, 11)], "lr": [rates[s] for s in range(10)]}

@@ -1,4 +1,5 @@
-"""Each schedule's learning rate against its paper's formula, and the snapshot plan."""
+"""The schedule factory: each schedule's `lr_at` against its paper's formula at chosen
+iterations, against torch's schedulers over whole runs, and the snapshot plan."""
 
 from __future__ import annotations
 
@@ -7,48 +8,34 @@ from typing import Any
 
 import pytest
 import torch
-
-from trainer.config import TrainConfig, build_config
-from trainer.errors import UserError
-from trainer.schedules import (
-    Lipschitz,
-    LRSchedule,
-    Plan,
-    build_schedule,
-    current_lr,
-    lipschitz_lr,
-    make_plan,
+from torch.optim.lr_scheduler import (
+    CosineAnnealingWarmRestarts,
+    LinearLR,
+    LRScheduler,
+    MultiStepLR,
+    ReduceLROnPlateau,
+    SequentialLR,
 )
 
-
-def _optimizer(lr: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr, momentum=0.9)
-
-
-def lr_curve(
-    cfg: TrainConfig,
-    plan: Plan,
-    val_losses: list[float] | None = None,
-    schedule: LRSchedule | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    start_epoch: int = 0,
-) -> list[float]:
-    """The rate of every optimizer step, driven exactly as the training loop drives it."""
-    optimizer = optimizer or _optimizer(cfg.lr)
-    schedule = schedule or build_schedule(cfg, plan, optimizer, 10, lambda: (1.0, 1.0))
-    rates = []
-    for epoch in range(start_epoch, plan.epochs):
-        schedule.on_epoch_start(epoch)
-        for _ in range(plan.iterations_per_epoch):
-            rates.append(current_lr(optimizer))
-            optimizer.step()
-            schedule.on_iteration_end()
-        schedule.on_epoch_end(val_losses[epoch] if val_losses else 1.0)
-    return rates
+from trainer.config import Schedule, TrainConfig, build_config
+from trainer.errors import UserError
+from trainer.rates import CosineRestarts, LRSchedule, Plateau, StepDecay, Warmup
+from trainer.schedules import Plan, build_schedule, describe_schedule, make_plan
 
 
 def config(**values: Any) -> TrainConfig:
     return build_config({}, values)
+
+
+def built(cfg: TrainConfig, plan: Plan) -> LRSchedule:
+    return build_schedule(cfg, plan, classes=10)
+
+
+def curve(schedule: LRSchedule, plan: Plan) -> list[float]:
+    return [schedule.lr_at(step) for step in range(plan.total_iterations)]
+
+
+# Against the papers, at chosen iterations --------------------------------------------
 
 
 def test_sgdr_follows_loshchilov_hutter_with_t_mult_2() -> None:
@@ -57,8 +44,8 @@ def test_sgdr_follows_loshchilov_hutter_with_t_mult_2() -> None:
     plan = make_plan(cfg, ipe)
     assert plan.cycles == 3
     assert plan.snapshot_steps == (100, 300, 700)  # periods of 10, 20, 40 epochs
-    rates = lr_curve(cfg, plan)
-    assert len(rates) == 700
+    schedule = built(cfg, plan)
+    assert schedule == CosineRestarts(eta_max, 100, 2, eta_min)
 
     def paper(step: int) -> float:
         epoch = step / ipe  # T_cur in fractional epochs
@@ -69,11 +56,13 @@ def test_sgdr_follows_loshchilov_hutter_with_t_mult_2() -> None:
         return eta_min + 0.5 * (eta_max - eta_min) * (1 + math.cos(math.pi * t_cur / period))
 
     for step in [0, 1, 5, 50, 99, 100, 101, 150, 299, 300, 450, 699]:
-        assert rates[step] == pytest.approx(paper(step), rel=1e-9, abs=1e-12), step
+        assert schedule.lr_at(step) == pytest.approx(paper(step), rel=1e-9, abs=1e-12), step
     # Restarts go back to η_max; the last iteration of each period is the lowest of it.
-    assert rates[100] == pytest.approx(eta_max) and rates[300] == pytest.approx(eta_max)
+    assert schedule.lr_at(100) == pytest.approx(eta_max)
+    assert schedule.lr_at(300) == pytest.approx(eta_max)
     for end in plan.snapshot_steps:
-        assert rates[end - 1] == min(rates[end - 10 : end])
+        window = [schedule.lr_at(s) for s in range(end - 10, end)]
+        assert window[-1] == min(window)
 
 
 def test_sgdr_derives_t0_from_the_budget() -> None:
@@ -88,10 +77,10 @@ def test_snapshot_schedule_follows_huang_et_al() -> None:
     plan = make_plan(cfg, ipe)
     total = epochs * ipe
     length = math.ceil(total / cycles)
-    rates = lr_curve(cfg, plan)
+    schedule = built(cfg, plan)
     for t in range(1, total + 1):  # the paper counts iterations from 1
         expected = alpha0 / 2 * (math.cos(math.pi * ((t - 1) % length) / length) + 1)
-        assert rates[t - 1] == pytest.approx(expected, rel=1e-9, abs=1e-12), t
+        assert schedule.lr_at(t - 1) == pytest.approx(expected, rel=1e-9, abs=1e-12), t
     # One snapshot per cycle, at the cycle's last iteration.
     assert plan.snapshot_steps == tuple(length * i for i in range(1, cycles + 1))
 
@@ -99,10 +88,11 @@ def test_snapshot_schedule_follows_huang_et_al() -> None:
 def test_step_schedule_divides_by_ten_at_half_and_three_quarters() -> None:
     cfg = config(schedule="step", epochs=8, cycles=4, lr=0.1)
     plan = make_plan(cfg, 5)
-    rates = lr_curve(cfg, plan)
-    assert rates[0] == rates[19] == pytest.approx(0.1)
-    assert rates[20] == rates[29] == pytest.approx(0.01)
-    assert rates[30] == rates[39] == pytest.approx(0.001)
+    schedule = built(cfg, plan)
+    assert schedule == StepDecay(0.1, (20, 30))
+    assert schedule.lr_at(0) == schedule.lr_at(19) == pytest.approx(0.1)
+    assert schedule.lr_at(20) == schedule.lr_at(29) == pytest.approx(0.01)
+    assert schedule.lr_at(30) == schedule.lr_at(39) == pytest.approx(0.001)
     # NoCycle: M snapshots at evenly spaced epochs of the same run.
     assert plan.snapshot_steps == (10, 20, 30, 40)
 
@@ -110,39 +100,25 @@ def test_step_schedule_divides_by_ten_at_half_and_three_quarters() -> None:
 def test_plateau_reduces_after_patience_epochs_without_improvement() -> None:
     cfg = config(schedule="plateau", epochs=10, cycles=2, lr=0.1, plateau_patience=2)
     plan = make_plan(cfg, 3)
+    schedule = built(cfg, plan)
     losses = [1.0, 0.9, 0.9, 0.9, 0.9, 0.5, 0.5, 0.5, 0.5, 0.5]
-    per_epoch = lr_curve(cfg, plan, val_losses=losses)[:: plan.iterations_per_epoch]
+    per_epoch = []
+    for epoch, loss in enumerate(losses):
+        per_epoch.append(schedule.lr_at(epoch * plan.iterations_per_epoch))
+        schedule.end_epoch((epoch + 1) * plan.iterations_per_epoch, loss)
     # Best at epoch 1; epochs 2-4 do not improve: after the third (patience 2) the rate drops.
     assert per_epoch == pytest.approx([0.1] * 5 + [0.01] * 4 + [0.001])
     assert plan.snapshot_steps == (15, 30)
 
 
-def test_lipschitz_rate_matches_yedida_saha() -> None:
-    # K = (k-1)·K_z/(k·m); lr = 1/K
-    assert lipschitz_lr(64.0, 10, 128, 5.0, 0.0) == pytest.approx(1 / ((9 * 64.0) / (10 * 128)))
-    # with weight decay the authors add 1e-4·max‖W‖
-    expected = 1 / ((9 * 64.0) / (10 * 128) + 1e-4 * 5.0)
-    assert lipschitz_lr(64.0, 10, 128, 5.0, 5e-4) == pytest.approx(expected)
-
-
-def test_lipschitz_recomputes_the_rate_every_epoch() -> None:
-    cfg = config(schedule="lipschitz", epochs=3, cycles=1, batch_size=32, weight_decay=0.0)
-    plan = make_plan(cfg, 2)
-    measurements = iter([(10.0, 1.0), (20.0, 1.0), (40.0, 1.0)])
-    optimizer = _optimizer(cfg.lr)
-    schedule = build_schedule(cfg, plan, optimizer, 10, lambda: next(measurements))
-    assert isinstance(schedule, Lipschitz)
-    rates = lr_curve(cfg, plan, schedule=schedule, optimizer=optimizer)
-    expected = [1 / (9 * kz / (10 * 32)) for kz in (10.0, 20.0, 40.0)]
-    assert rates == pytest.approx([expected[0]] * 2 + [expected[1]] * 2 + [expected[2]] * 2)
-
-
 def test_linear_warmup_precedes_the_cycles() -> None:
     cfg = config(schedule="snapshot", epochs=6, cycles=2, lr=0.1, warmup_epochs=2)
     plan = make_plan(cfg, 5)
-    rates = lr_curve(cfg, plan)
     warm = plan.warmup_iterations
     assert warm == 10
+    schedule = built(cfg, plan)
+    assert schedule == Warmup(0.1, 10, CosineRestarts(0.1, 10))
+    rates = curve(schedule, plan)
     assert rates[:warm] == pytest.approx(
         [0.1 * (1 / warm + (1 - 1 / warm) * i / warm) for i in range(warm)]
     )
@@ -152,26 +128,175 @@ def test_linear_warmup_precedes_the_cycles() -> None:
     assert plan.snapshot_steps == (20, 30)
 
 
-def test_resuming_from_state_dict_reproduces_the_curve() -> None:
-    """Rebuilt from scratch and restored from state_dict mid-period (T_mult = 2), the
-    scheduler continues exactly where the uninterrupted one would have."""
+def test_a_rebuilt_closed_form_schedule_continues_the_curve() -> None:
+    """What resuming relies on: the step alone fixes the rate, also mid-period with T_mult = 2,
+    where rebuilding torch's scheduler from last_epoch went wrong."""
     cfg = config(schedule="sgdr", epochs=70, t0=10, t_mult=2, lr=0.1)
     plan = make_plan(cfg, 4)
-    full = lr_curve(cfg, plan)
+    full = curve(built(cfg, plan), plan)
+    resumed_at = 23 * plan.iterations_per_epoch  # 23 epochs: inside the second period
+    fresh = built(cfg, plan)
+    assert fresh.state() == {}
+    assert [fresh.lr_at(s) for s in range(resumed_at, plan.total_iterations)] == full[resumed_at:]
 
-    optimizer = _optimizer(cfg.lr)
-    schedule = build_schedule(cfg, plan, optimizer, 10, lambda: (1.0, 1.0))
-    for _ in range(23 * plan.iterations_per_epoch):  # 23 epochs: inside the second period
-        optimizer.step()
-        schedule.on_iteration_end()
-    saved_schedule, saved_optimizer = schedule.state_dict(), optimizer.state_dict()
 
-    fresh_optimizer = _optimizer(cfg.lr)
-    fresh = build_schedule(cfg, plan, fresh_optimizer, 10, lambda: (1.0, 1.0))
-    fresh_optimizer.load_state_dict(saved_optimizer)
-    fresh.load_state_dict(saved_schedule)
-    rest = lr_curve(cfg, plan, schedule=fresh, optimizer=fresh_optimizer, start_epoch=23)
-    assert full[23 * plan.iterations_per_epoch :] == rest
+# Against torch's schedulers, driven the way the trainer drove them before ------------
+
+
+def _torch_rates(
+    cfg: TrainConfig, plan: Plan, val_losses: list[float] | None = None
+) -> list[float]:
+    """The old trainer's rates: torch schedulers on an SGD optimizer, stepped after every
+    optimizer step (ReduceLROnPlateau after each epoch once the warmup is over)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr, momentum=0.9)
+    warm = plan.warmup_iterations
+    after = plan.total_iterations - warm
+
+    def linear() -> LinearLR:
+        return LinearLR(optimizer, start_factor=1.0 / warm, end_factor=1.0, total_iters=warm)
+
+    plateau = None
+    per_step: LRScheduler | None
+    if cfg.schedule is Schedule.PLATEAU:
+        plateau = ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
+        per_step = linear() if warm else None
+    else:
+        main: LRScheduler
+        if cfg.schedule is Schedule.STEP:
+            main = MultiStepLR(optimizer, milestones=[after // 2, (3 * after) // 4], gamma=0.1)
+        else:
+            t0 = plan.cycle_iterations or (plan.t0_epochs or 0) * plan.iterations_per_epoch
+            main = CosineAnnealingWarmRestarts(
+                optimizer, T_0=t0, T_mult=int(cfg.t_mult), eta_min=cfg.lr_min
+            )
+        per_step = SequentialLR(optimizer, [linear(), main], milestones=[warm]) if warm else main
+    rates, step = [], 0
+    for epoch in range(plan.epochs):
+        for _ in range(plan.iterations_per_epoch):
+            rates.append(float(optimizer.param_groups[0]["lr"]))
+            optimizer.step()
+            step += 1
+            if per_step is not None and (plateau is None or step <= warm):
+                per_step.step()
+        if plateau is not None and step >= warm:
+            assert val_losses is not None
+            plateau.step(val_losses[epoch])
+    return rates
+
+
+def _new_rates(cfg: TrainConfig, plan: Plan, val_losses: list[float] | None = None) -> list[float]:
+    schedule = built(cfg, plan)
+    if val_losses is None:
+        return curve(schedule, plan)
+    ipe = plan.iterations_per_epoch
+    rates: list[float] = []
+    for epoch, loss in enumerate(val_losses):
+        rates += [schedule.lr_at(s) for s in range(epoch * ipe, (epoch + 1) * ipe)]
+        schedule.end_epoch((epoch + 1) * ipe, loss)
+    return rates
+
+
+WHOLE_RUNS = [
+    ({"schedule": "sgdr", "epochs": 31, "t0": 1, "t_mult": 2, "lr": 0.1}, 7),
+    ({"schedule": "sgdr", "epochs": 70, "t0": 10, "t_mult": 2, "lr": 0.2, "lr_min": 0.001}, 10),
+    ({"schedule": "sgdr", "epochs": 28, "t0": 2, "t_mult": 3, "lr": 0.05, "warmup_epochs": 2}, 6),
+    ({"schedule": "sgdr", "epochs": 12, "cycles": 4, "lr": 0.1, "lr_min": 0.01}, 9),
+    ({"schedule": "snapshot", "epochs": 12, "cycles": 4, "lr": 0.2}, 7),
+    ({"schedule": "snapshot", "epochs": 50, "cycles": 5, "lr": 0.1}, 25),
+    ({"schedule": "snapshot", "epochs": 9, "cycles": 3, "lr": 0.1, "warmup_epochs": 3}, 11),
+    ({"schedule": "step", "epochs": 8, "cycles": 4, "lr": 0.1}, 5),
+    ({"schedule": "step", "epochs": 13, "cycles": 3, "lr": 0.3, "warmup_epochs": 2}, 7),
+]
+
+
+@pytest.mark.parametrize(("values", "ipe"), WHOLE_RUNS)
+def test_lr_at_equals_torchs_schedulers_over_a_whole_run(values: dict[str, Any], ipe: int) -> None:
+    cfg = config(**values)
+    plan = make_plan(cfg, ipe)
+    expected = _torch_rates(cfg, plan)
+    assert len(expected) == plan.total_iterations
+    assert _new_rates(cfg, plan) == pytest.approx(expected, rel=1e-12, abs=0.0)
+
+
+@pytest.mark.parametrize("warmup_epochs", [0, 1, 3])
+def test_plateau_equals_reduce_lr_on_plateau_over_a_whole_run(warmup_epochs: int) -> None:
+    cfg = config(
+        schedule="plateau",
+        epochs=24,
+        cycles=3,
+        lr=0.1,
+        plateau_patience=1,
+        plateau_factor=0.5,
+        warmup_epochs=warmup_epochs,
+    )
+    plan = make_plan(cfg, 4)
+    # Improvements, flat stretches, a gain below the 1e-4 relative threshold, a NaN.
+    losses = [2.0, 1.5, 1.5, 1.49999, 1.2, 1.3, 1.3, 1.0, 0.9, 0.9, 0.9, 0.9]
+    losses += [float("nan"), 0.5, 0.5, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.3, 0.3, 0.3]
+    expected = _torch_rates(cfg, plan, losses)
+    rates = _new_rates(cfg, plan, losses)
+    assert rates == pytest.approx(expected, rel=1e-12, abs=0.0)
+    assert len(set(expected[plan.warmup_iterations :])) >= 4  # it did reduce, several times
+
+
+def test_plateau_stops_cutting_below_torchs_eps() -> None:
+    """ReduceLROnPlateau leaves the rate alone once a cut would change it by less than 1e-8."""
+    cfg = config(schedule="plateau", epochs=6, cycles=1, lr=1e-7, plateau_patience=0)
+    plan = make_plan(cfg, 2)
+    losses = [1.0] * 6
+    assert _new_rates(cfg, plan, losses) == pytest.approx(_torch_rates(cfg, plan, losses))
+    schedule = built(cfg, plan)
+    for epoch, loss in enumerate(losses):
+        schedule.end_epoch((epoch + 1) * 2, loss)
+    assert isinstance(schedule, Plateau)
+    assert schedule.reductions == [4]  # 1e-7 -> 1e-8 once; 1e-8 -> 1e-9 is below eps
+
+
+# The factory and the plan ------------------------------------------------------------
+
+
+def test_each_schedule_is_built_from_plain_numbers() -> None:
+    classes_of = {
+        Schedule.SGDR: CosineRestarts,
+        Schedule.SNAPSHOT: CosineRestarts,
+        Schedule.STEP: StepDecay,
+        Schedule.PLATEAU: Plateau,
+    }
+    for name, kind in classes_of.items():
+        cfg = config(schedule=name, epochs=10, cycles=5 if name.cyclic else 2)
+        assert type(built(cfg, make_plan(cfg, 3))) is kind
+    assert [s for s in Schedule if s.cyclic] == [Schedule.SGDR, Schedule.SNAPSHOT]
+
+
+def test_describe_schedule_names_each_schedules_parameters() -> None:
+    sgdr = config(schedule="sgdr", epochs=7, t0=1, t_mult=2, lr_min=0.001)
+    assert describe_schedule(sgdr, make_plan(sgdr, 3)) == {
+        "name": "sgdr",
+        "lr": 0.1,
+        "cycles": 3,
+        "warmup_epochs": 0,
+        "lr_min": 0.001,
+        "t0_epochs": 1,
+        "t_mult": 2,
+    }
+    plateau = config(schedule="plateau", epochs=8, cycles=2, warmup_epochs=1)
+    assert describe_schedule(plateau, make_plan(plateau, 3)) == {
+        "name": "plateau",
+        "lr": 0.1,
+        "cycles": 2,
+        "warmup_epochs": 1,
+        "patience": 5,
+        "factor": 0.1,
+    }
+    snapshot = config(epochs=10, cycles=5)
+    assert describe_schedule(snapshot, make_plan(snapshot, 3)) == {
+        "name": "snapshot",
+        "lr": 0.1,
+        "cycles": 5,
+        "warmup_epochs": 0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -214,6 +339,8 @@ def test_impossible_plans_are_refused_with_the_fix(
         ({"lr": -1.0}, "--lr: the learning rate must be positive"),
         ({"cycles": 0}, "--cycles"),
         ({"dataset": "npz"}, "needs --data PATH"),
+        ({"schedule": "cosine"}, "--schedule: Input should be 'sgdr', 'snapshot', 'step'"),
+        ({"schedule": "lipschitz", "warmup_epochs": 1}, "drop --warmup-epochs"),
     ],
 )
 def test_bad_settings_name_the_flag(values: dict[str, Any], message: str) -> None:
