@@ -1,8 +1,11 @@
-"""Where training runs: one device, or one process per device under torchrun (DDP)."""
+"""Where training runs: one device, or one process per device under torchrun (DDP); and
+SIGINT/SIGTERM turned into a request to stop at the next iteration."""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,3 +80,25 @@ def runtime(device_flag: str) -> Iterator[Runtime]:
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+@contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """Turn SIGINT/SIGTERM into a request to stop at the next iteration boundary, never in
+    the middle of a C++ call or a write. A second Ctrl-C interrupts at once."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if requested.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

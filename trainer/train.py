@@ -8,63 +8,49 @@ beside training makes two OpenMP teams compete for the cores, which cost far mor
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from snapens.console import console
 from snapens.folder import ModelFolder, SnapshotMeta
-from snapens.manifest import FORMAT_VERSION, InputSpec, Manifest, OutputSpec, utc_now
+from snapens.manifest import Manifest
+from trainer import setup
 from trainer.augment import random_crop_flip
 from trainer.checkpoint import check_resume_config, load_checkpoint, save_checkpoint
-from trainer.config import TrainConfig
-from trainer.data import (
-    Dataset,
-    epoch_batches,
-    iterations_per_epoch,
-    load_dataset,
-    stratified_split,
-)
+from trainer.config import Augment, TrainConfig
+from trainer.data import Dataset, epoch_batches, iterations_per_epoch, load_dataset
 from trainer.errors import UserError
-from trainer.export import INPUT_NAME, OUTPUT_NAME, ExportError, SnapshotExporter, verify_onnx
+from trainer.evaluate import Evaluation, evaluate
+from trainer.export import ExportError, SnapshotExporter, verify_onnx
 from trainer.history import History
-from trainer.nets import Normalized, build_network, default_arch
+from trainer.manifest_builder import build_manifest
+from trainer.nets import Normalized
 from trainer.rates import LRSchedule
 from trainer.report import write_report
-from trainer.runtime import Runtime
-from trainer.schedules import Plan, build_schedule, describe_schedule, make_plan
+from trainer.runtime import Runtime, stop_requests
+from trainer.schedules import Plan, build_schedule, make_plan
 
-VERIFY_BATCH = 64
 CROP_PADDING = 4
 
 
 class DivergedError(UserError):
     """The loss became NaN or infinite."""
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    probs: torch.Tensor  # [N, K] float32 on the CPU
-    loss: float
-    accuracy: float
 
 
 @dataclass(frozen=True)
@@ -75,45 +61,17 @@ class TrainResult:
     train_seconds: float
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, amp: torch.dtype | None
-) -> Evaluation:
-    was_training = model.training
-    model.eval()
-    probs, nll, correct = [], torch.zeros((), device=x.device), torch.zeros((), device=x.device)
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size].float(), y[start : start + batch_size]
-        with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            logits = model(xb)
-        log_p = torch.log_softmax(logits.float(), dim=-1)
-        nll += F.nll_loss(log_p, yb, reduction="sum")
-        correct += (log_p.argmax(-1) == yb).sum()
-        probs.append(log_p.exp().cpu())
-    model.train(was_training)
-    return Evaluation(torch.cat(probs), float(nll) / len(x), float(correct) / len(x))
-
-
-@contextlib.contextmanager
-def stop_requests() -> Iterator[threading.Event]:
-    """Turn SIGINT/SIGTERM into a request to stop at the next iteration boundary, never in
-    the middle of a C++ call or a write. A second Ctrl-C interrupts at once."""
-    requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if requested.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        requested.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield requested
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+def progress_bar(out: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("lr {task.fields[lr]:.4g}  loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=out,
+        disable=not enabled,
+    )
 
 
 class Trainer:
@@ -126,48 +84,21 @@ class Trainer:
         resume_state: dict[str, Any] | None,
     ) -> None:
         self.cfg, self.rt, self.data, self.folder = cfg, rt, data, folder
-        device = rt.device
-        train_idx, val_idx = stratified_split(data.y, cfg.val_fraction, cfg.split_seed)
-        self.train_x, self.train_y = data.x[train_idx].to(device), data.y[train_idx].to(device)
-        self.val_x, self.val_y = data.x[val_idx].to(device), data.y[val_idx].to(device)
-        self.verify_batch = data.x[val_idx[:VERIFY_BATCH]].float()
-
-        self.arch = default_arch(data.input_shape) if cfg.arch == "auto" else cfg.arch
-        augment: str = cfg.augment
-        if augment == "auto":
-            augment = (
-                "crop-flip"
-                if data.color_mode == "RGB" and min(data.input_shape[1:]) >= 16
-                else "none"
-            )
-        self.augment = augment
-        stats = self.train_x.float()
-        self.mean = stats.mean(dim=(0, 2, 3)).cpu()
-        self.std = stats.std(dim=(0, 2, 3)).clamp_min(1e-6).cpu()
-        del stats
+        split = setup.split_on_device(cfg, data, rt.device)
+        self.train_x, self.train_y = split.train_x, split.train_y
+        self.val_x, self.val_y = split.val_x, split.val_y
+        self.verify_batch = split.verify_batch
+        self.arch = setup.resolve_arch(cfg, data)
+        self.augment = setup.resolve_augment(cfg, data)
+        self.mean, self.std = setup.normalisation(self.train_x)
 
         torch.manual_seed(cfg.seed)
-        self.model = self._new_model().to(device)
-        # Convolutions run faster on NHWC memory (CPU and tensor cores alike).
-        convolutional = not self.arch.startswith("mlp")
-        self.memory_format = torch.channels_last if convolutional else torch.contiguous_format
+        self.model = setup.new_model(self.arch, data, self.mean, self.std).to(rt.device)
+        self.memory_format = setup.memory_format(self.arch)
         self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # stub lacks it
-        self.ddp: nn.Module = (
-            DistributedDataParallel(
-                self.model, device_ids=[device] if device.type == "cuda" else None
-            )
-            if rt.distributed
-            else self.model
-        )
-        momentum = cfg.resolved_momentum
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(),
-            lr=cfg.lr,
-            momentum=momentum,
-            nesterov=cfg.nesterov and momentum > 0,
-            weight_decay=cfg.weight_decay,
-        )
-        self.scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
+        self.ddp = setup.distributed(self.model, rt)
+        self.optimizer = setup.build_optimizer(cfg, self.model)
+        self.scaler = setup.grad_scaler(rt)
         ipe = iterations_per_epoch(len(self.train_x), cfg.batch_size, rt.world_size)
         self.plan: Plan = make_plan(cfg, ipe)
         self.schedule: LRSchedule = build_schedule(cfg, self.plan, len(data.classes))
@@ -196,67 +127,28 @@ class Trainer:
         except ExportError as exc:
             raise UserError(f"--arch {self.arch}: {exc}") from None
 
-    def _new_model(self) -> Normalized:
-        net = build_network(self.arch, self.data.input_shape, len(self.data.classes))
-        return Normalized(net, self.mean, self.std)
-
     def _export_current(self) -> tuple[Normalized, bytes]:
         """The current weights as a float32 CPU copy in eval mode (what the export is verified
         against) and as ONNX bytes. The copy and the traced graph are made once, then reused."""
         if self.snapshotter is None:
             with torch.random.fork_rng(devices=[]):  # leave the training's random stream alone
-                model = self._new_model().eval()
+                model = setup.new_model(self.arch, self.data, self.mean, self.std).eval()
             self.snapshotter = (model, SnapshotExporter(model, self.data.input_shape))
         model, exporter = self.snapshotter
         model.load_state_dict(self.model.state_dict())
         return model, exporter.export(model)
 
     def initial_manifest(self) -> Manifest:
-        c, h, w = self.data.input_shape
-        now = utc_now()
-        params = sum(p.numel() for p in self.model.parameters())
-        cfg = self.cfg
-        return Manifest(
-            format_version=FORMAT_VERSION,
-            name=cfg.model_name,
-            created_at=now,
-            updated_at=now,
-            state="training",
-            input=InputSpec(
-                name=INPUT_NAME,
-                shape=[-1, c, h, w],
-                pixel_range=self.data.pixel_range,
-                color_mode="L" if c == 1 else "RGB",
-            ),
-            output=OutputSpec(name=OUTPUT_NAME, shape=[-1, len(self.data.classes)]),
-            classes=self.data.classes,
-            default_m=max(1, self.plan.cycles),
-            snapshots=[],
-            training={
-                "dataset": {
-                    "kind": str(cfg.dataset),
-                    "source": self.data.source,
-                    "train_examples": len(self.train_x),
-                    "val_examples": len(self.val_x),
-                    "val_fraction": cfg.val_fraction,
-                    "split_seed": cfg.split_seed,
-                    "augment": self.augment,
-                },
-                "architecture": self.arch,
-                "parameters": params,
-                "schedule": describe_schedule(cfg, self.plan),
-                "optimizer": {
-                    "name": "sgd",
-                    "momentum": cfg.resolved_momentum,
-                    "nesterov": cfg.nesterov and cfg.resolved_momentum > 0,
-                    "weight_decay": cfg.weight_decay,
-                },
-                "budget": {**self.plan.describe(), "batch_size": cfg.batch_size},
-                "seed": cfg.seed,
-                "device": str(self.rt.device),
-                "world_size": self.rt.world_size,
-                "config": cfg.fingerprint(),
-            },
+        return build_manifest(
+            self.cfg,
+            self.data,
+            self.plan,
+            self.rt,
+            arch=self.arch,
+            augment=str(self.augment),
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            train_examples=len(self.train_x),
+            val_examples=len(self.val_x),
         )
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -277,17 +169,8 @@ class Trainer:
         """Train to the end of the budget; returns the wall time of all its epochs in seconds
         (those of earlier sittings included when resumed)."""
         cfg, plan = self.cfg, self.plan
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("lr {task.fields[lr]:.4g}  loss {task.fields[loss]:.3f}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            disable=cfg.quiet or not self.rt.is_main or not sys.stderr.isatty(),
-        )
-        with progress, stop_requests() as self.stop:
+        shown = not cfg.quiet and self.rt.is_main and sys.stderr.isatty()
+        with progress_bar(self.console, shown) as progress, stop_requests() as self.stop:
             task = progress.add_task(
                 "training",
                 total=plan.total_iterations,
@@ -301,7 +184,7 @@ class Trainer:
                 self._end_epoch(train_loss, began)
         return self.history.train_seconds
 
-    def _train_epoch(self, progress: Progress, task: Any) -> float:
+    def _train_epoch(self, progress: Progress, task: TaskID) -> float:
         cfg, rt = self.cfg, self.rt
         self.schedule.begin_epoch(self.epoch, self.model, self.train_x)
         augment_rng = torch.Generator().manual_seed(cfg.seed * 7919 + self.epoch * 104729 + rt.rank)
@@ -313,7 +196,7 @@ class Trainer:
         for batch in batches:
             idx = batch.to(rt.device)
             x, y = self.train_x[idx].float(), self.train_y[idx]
-            if self.augment == "crop-flip":
+            if self.augment is Augment.CROP_FLIP:
                 x = random_crop_flip(x, CROP_PADDING, augment_rng)
             x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(
