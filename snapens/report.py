@@ -14,8 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from snapens.ensemble import error_rate, pairwise_disagreement_matrix
+from snapens.evaluation import evaluate_members
 from snapens.manifest import Manifest
 
 REPORT_JSON = "report.json"
@@ -74,3 +77,28 @@ def read_headline(model_dir: Path) -> Headline | None:
         return Headline.model_validate(json.loads((model_dir / REPORT_JSON).read_text()))
     except (OSError, ValueError, ValidationError):
         return None
+
+
+def ensemble_figures(
+    cycles: list[int], member_probs: np.ndarray, targets: np.ndarray
+) -> dict[str, Any]:
+    """The report's figures of the snapshots as an ensemble, from their validation
+    probabilities [M, N, K]: every last-m ensemble, the best single snapshot, the whole
+    ensemble against it, and how often each pair disagrees."""
+    by_size = evaluate_members(member_probs, targets)
+    singles = [error_rate(p, targets) for p in member_probs]
+    best = int(np.argmin(singles))
+    return {
+        "ensemble_of_last": by_size,
+        "best_single": {"cycle": cycles[best], "error": singles[best]},
+        "ensemble": {
+            "m": len(cycles),
+            "error": by_size[-1]["error"],
+            "nll": by_size[-1]["nll"],
+            "at_least_as_good_as_best_single": by_size[-1]["error"] <= singles[best],
+        },
+        "pairwise_disagreement": {
+            "cycles": cycles,
+            "matrix": pairwise_disagreement_matrix(member_probs).tolist(),
+        },
+    }

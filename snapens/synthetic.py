@@ -33,10 +33,8 @@ from PIL import Image, ImageDraw
 from snapens.ensemble import (
     error_rate,
     negative_log_likelihood,
-    pairwise_disagreement_matrix,
     softmax,
 )
-from snapens.evaluation import evaluate_members
 from snapens.folder import ModelFolder, SnapshotMeta
 from snapens.manifest import FORMAT_VERSION, InputSpec, Manifest, OutputSpec, utc_now
 from snapens.report import (
@@ -44,6 +42,7 @@ from snapens.report import (
     ENSEMBLE_SIZE_PLOT,
     LEARNING_RATE_PLOT,
     REPORT_JSON,
+    ensemble_figures,
     snapshot_rows,
 )
 
@@ -284,9 +283,6 @@ def _report(
     """report.json with the keys the trainer writes and the demo page and summary read."""
     cycles = [s.cycle for s in manifest.snapshots]
     steps = list(range(1, cycle_steps * len(cycles) + 1))
-    by_size = evaluate_members(member_probs, targets)
-    singles = [error_rate(p, targets) for p in member_probs]
-    best = int(np.argmin(singles))
     return {
         "name": manifest.name,
         "created_at": utc_now(),
@@ -300,19 +296,7 @@ def _report(
             "snapshot_steps": [s.step for s in manifest.snapshots],
         },
         "snapshots": snapshot_rows(manifest),
-        "ensemble_of_last": by_size,
-        "best_single": {"cycle": cycles[best], "error": singles[best]},
-        "ensemble": {
-            "m": len(cycles),
-            "error": by_size[-1]["error"],
-            "nll": by_size[-1]["nll"],
-            "at_least_as_good_as_best_single": by_size[-1]["error"] <= singles[best],
-        },
-        "pairwise_disagreement": {
-            "cycles": cycles,
-            "matrix": pairwise_disagreement_matrix(member_probs).tolist(),
-        },
-    }
+    } | ensemble_figures(cycles, member_probs, targets)
 
 
 PLOT_SIZE = (360, 240)

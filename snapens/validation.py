@@ -1,6 +1,9 @@
-"""A pydantic validation error as the one line a user reads: where, then what."""
+"""Telling a user what is wrong in one line: a pydantic validation error (where, then
+what), and the settings a resumed run would change."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,3 +24,9 @@ def one_line(exc: ValidationError, default_where: str = "", flag: bool = False) 
     where, what = first_error(exc, flag)
     where = where or default_where
     return f"{where}: {what}" if where else what
+
+
+def changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The keys whose values differ between a run's saved settings and a resumption's
+    (a key present on one side only counts), sorted; empty when it may resume."""
+    return [key for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]

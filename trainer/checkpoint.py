@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from snapens.atomic import atomic_writer
+from snapens.validation import changed_settings
 from trainer.config import TrainConfig
 from trainer.errors import UserError
 
@@ -41,10 +42,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def check_resume_config(cfg: TrainConfig, saved: dict[str, Any]) -> None:
     """Refuse a resumption whose settings differ from the checkpoint's (`cfg.fingerprint()`)."""
     now = cfg.fingerprint()
-    for key in sorted(set(saved) | set(now)):
-        if saved.get(key) != now.get(key):
-            flag = "--" + key.replace("_", "-")
-            raise UserError(
-                f"--resume: the run was started with {flag} {saved.get(key)}, not {now.get(key)}; "
-                "resume with the same settings, or start over with --overwrite"
-            )
+    changed = changed_settings(saved, now)
+    if changed:
+        key = changed[0]
+        flag = "--" + key.replace("_", "-")
+        raise UserError(
+            f"--resume: the run was started with {flag} {saved.get(key)}, not {now.get(key)}; "
+            "resume with the same settings, or start over with --overwrite"
+        )

@@ -16,12 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from snapens.ensemble import (
-    error_rate,
-    pairwise_disagreement_matrix,
-)
-from snapens.evaluation import evaluate_members
 from snapens.manifest import Manifest, utc_now
+from snapens.report import REPORT_JSON, ensemble_figures, snapshot_rows
 from trainer.plots import colour_range, plain_ticks, readable_y
 
 if TYPE_CHECKING:
@@ -70,39 +66,12 @@ def build_report(
             **learning_rate_curve(lr_at, plan.total_iterations, list(plan.snapshot_steps)),
             "snapshot_steps": [s.step for s in manifest.snapshots],
         },
-        "snapshots": [
-            {
-                "cycle": s.cycle,
-                "epoch": s.epoch,
-                "step": s.step,
-                "lr": s.lr,
-                "error": 1 - s.val_accuracy,
-                "nll": s.val_nll,
-            }
-            for s in manifest.snapshots
-        ],
+        "snapshots": snapshot_rows(manifest),
     }
     if not cycles:
         return report
     member_probs = np.stack([history.snapshot_probs[c].numpy().astype(np.float64) for c in cycles])
-    by_size = evaluate_members(member_probs, y)
-    singles = [error_rate(p, y) for p in member_probs]
-    best = int(np.argmin(singles))
-    report |= {
-        "ensemble_of_last": by_size,
-        "best_single": {"cycle": cycles[best], "error": singles[best]},
-        "ensemble": {
-            "m": len(cycles),
-            "error": by_size[-1]["error"],
-            "nll": by_size[-1]["nll"],
-            "at_least_as_good_as_best_single": by_size[-1]["error"] <= singles[best],
-        },
-        "pairwise_disagreement": {
-            "cycles": cycles,
-            "matrix": pairwise_disagreement_matrix(member_probs).tolist(),
-        },
-    }
-    return report
+    return report | ensemble_figures(cycles, member_probs, y)
 
 
 def _png(figure: Any) -> bytes:
@@ -193,7 +162,7 @@ def write_report(
     train_seconds: float,
 ) -> dict[str, Any]:
     report = build_report(manifest, history, plan, lr_at, targets, train_seconds)
-    folder.write_extra("report.json", json.dumps(report, indent=2).encode() + b"\n")
+    folder.write_extra(REPORT_JSON, json.dumps(report, indent=2).encode() + b"\n")
     for name, data in render_plots(report).items():
         folder.write_extra(name, data)
     return report

@@ -40,6 +40,7 @@ from snapens.atomic import (
     new_file_mode,
     sha256_file,
 )
+from snapens.validation import changed_settings
 
 FORMATS = (".parquet", ".csv", ".jsonl")
 META = "meta.json"
@@ -186,9 +187,7 @@ class Output:
 
 
 def _check_fingerprint(saved: dict[str, Any], fingerprint: dict[str, Any], what: Path) -> None:
-    changed = [
-        k for k in sorted(set(saved) | set(fingerprint)) if saved.get(k) != fingerprint.get(k)
-    ]
+    changed = changed_settings(saved, fingerprint)
     if changed:
         raise OutputError(
             f"--resume: {what} was made with other settings or input "
