@@ -113,6 +113,11 @@ class EnsembleRuntime:
         wanted = m or manifest.default_m
         members = manifest.last(min(wanted, len(manifest.snapshots)))
         warnings = []
+        if manifest.training.get("calibration", {}).get("beats_last_member") is False:
+            warnings.append(
+                "no ensemble of m >= 2 snapshots has a lower validation NLL than the last "
+                "snapshot alone: the trainer's report shows the NLL of every m"
+            )
         if wanted > len(members):
             warnings.append(
                 f"asked for m={wanted}, the manifest lists {len(members)} snapshots: serving those"

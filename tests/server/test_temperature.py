@@ -42,3 +42,16 @@ def test_fused_and_per_member_paths_divide_the_logits_by_the_temperature(
     # Cooling changes the answer's confidence, not the members' votes.
     assert (got.mean.max(axis=-1) < plain.mean.max(axis=-1) + 1e-7).all()
     assert (got.member_probs.argmax(-1) == plain.member_probs.argmax(-1)).all()
+
+
+def test_the_metadata_says_when_no_ensemble_beats_its_last_member(digits_repo: Path) -> None:
+    model_dir = digits_repo / "digits"
+    assert not any(
+        "lower validation NLL" in w
+        for w in EnsembleRuntime.load(model_dir, None, RuntimeSettings()).warnings
+    )
+    manifest = read_manifest(model_dir)
+    training = {**manifest.training, "calibration": {"beats_last_member": False}}
+    write_manifest(model_dir, manifest.model_copy(update={"training": training}))
+    warnings = EnsembleRuntime.load(model_dir, None, RuntimeSettings()).warnings
+    assert any("lower validation NLL than the last snapshot alone" in w for w in warnings)
