@@ -10,7 +10,6 @@ import sys
 import uvicorn
 
 from server.settings import (
-    HelpFormatter,
     RuntimeSettings,
     ServerSettings,
     SettingsError,
@@ -19,6 +18,7 @@ from server.settings import (
     flag_fields,
     settings_from_flags,
 )
+from snapens.flags import HelpFormatter
 
 log = logging.getLogger("snapens.server")
 

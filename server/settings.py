@@ -6,17 +6,17 @@ the environment, which overrides .env."""
 from __future__ import annotations
 
 import argparse
-import textwrap
-import types
 from collections.abc import Iterable
-from enum import Enum, StrEnum
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from snapens import flags
+from snapens.flags import flag, value_type
 from snapens.images import DEFAULT_MAX_IMAGE_PIXELS
 from snapens.validation import first_error
 
@@ -136,14 +136,10 @@ class ServerSettings(RuntimeSettings):
     )
 
 
-# Settings as command-line flags, generated from the fields above.
+# Settings as command-line flags, generated from the fields above by snapens.flags; what is
+# the server's own: the environment variable of each flag, and the secret that has none.
 
 S = TypeVar("S", bound=BaseSettings)
-
-
-def flag(name: str) -> str:
-    """The flag of a field: max_batch_size -> --max-batch-size."""
-    return "--" + name.replace("_", "-")
 
 
 def env_var(model: type[BaseSettings], name: str) -> str:
@@ -151,44 +147,9 @@ def env_var(model: type[BaseSettings], name: str) -> str:
     return f"{model.model_config.get('env_prefix', '')}{name}".upper()
 
 
-def _value_type(info: FieldInfo) -> Any:
-    """The field's type without `| None`."""
-    annotation = info.annotation
-    if get_origin(annotation) in (Union, types.UnionType):
-        annotation = next(a for a in get_args(annotation) if a is not type(None))
-    return annotation
-
-
 def env_only(info: FieldInfo) -> bool:
     """Secrets get no flag: a command line is visible to every user of the host (ps)."""
-    return _value_type(info) is SecretStr
-
-
-def choices(info: FieldInfo) -> list[str] | None:
-    """The values an Enum or Literal field takes, as typed on the command line."""
-    value_type = _value_type(info)
-    if isinstance(value_type, type) and issubclass(value_type, Enum):
-        return [str(member.value) for member in value_type]
-    if get_origin(value_type) is Literal:
-        return [str(v) for v in get_args(value_type)]
-    return None
-
-
-def shown_default(info: FieldInfo) -> str:
-    """A field's default as --help shows it."""
-    default = info.get_default(call_default_factory=True)
-    if default is None:
-        return "unset"
-    if isinstance(default, bool):
-        return str(default).lower()
-    if isinstance(default, Enum):
-        return str(default.value)
-    if isinstance(default, float):
-        return f"{default:g}"
-    return str(default)
-
-
-_METAVARS: dict[Any, str] = {int: "INT", float: "FLOAT", Path: "PATH", str: "TEXT"}
+    return value_type(info) is SecretStr
 
 
 def add_flags(
@@ -199,29 +160,16 @@ def add_flags(
     description: str | None = None,
 ) -> None:
     """A group of flags on parser for the fields `names` of model (default: all but the
-    env-only ones): --kebab-case, choices listed, help = description and default. Values
-    stay strings (booleans: --flag/--no-flag) for settings_from_flags() to validate, so that
-    a bad one is reported as the environment variable's would be; a flag not given is left
-    out of the namespace, so the environment and .env still apply."""
-    group = parser.add_argument_group(title, description)
+    env-only ones): snapens.flags.add_flags(). Values stay strings (booleans:
+    --flag/--no-flag) for settings_from_flags() to validate, so that a bad one is reported
+    as the environment variable's would be; a flag not given is left out of the namespace,
+    so the environment and .env still apply."""
+    chosen = list(names) if names is not None else flag_fields(model)
     fields = model.model_fields
-    for name in names if names is not None else flag_fields(model):
-        info = fields[name]
-        if env_only(info):
+    for name in chosen:
+        if env_only(fields[name]):
             raise ValueError(f"{name} is a secret: environment or .env only")
-        text = (info.description or "").replace("%", "%%")
-        help_text = f"{text} (default: {shown_default(info)})"
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
-        if _value_type(info) is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            options = choices(info)
-            kwargs["metavar"] = (
-                "{" + ",".join(options) + "}"
-                if options
-                else _METAVARS.get(_value_type(info), name.upper())
-            )
-        group.add_argument(flag(name), **kwargs)
+    flags.add_flags(parser, model, title, chosen, description)
 
 
 def flag_fields(model: type[BaseSettings]) -> list[str]:
@@ -236,26 +184,6 @@ def env_only_help(model: type[BaseSettings]) -> str:
         for name, info in model.model_fields.items()
         if env_only(info)
     )
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's, but lines not broken at hyphens (per-member, --max-image-pixels) and each
-    line of a description or epilog wrapped as a paragraph of its own."""
-
-    def _split_lines(self, text: str, width: int) -> list[str]:
-        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return "\n".join(
-            textwrap.fill(
-                " ".join(line.split()),
-                width,
-                initial_indent=indent,
-                subsequent_indent=indent,
-                break_on_hyphens=False,
-            )
-            for line in text.splitlines()
-        )
 
 
 class SettingsError(ValueError):
@@ -277,8 +205,7 @@ def settings_error(exc: ValidationError, model: type[BaseSettings]) -> SettingsE
 def settings_from_flags(model: type[S], namespace: argparse.Namespace) -> S:
     """model from the flags given (those add_flags() made), the environment and .env, in
     that order of precedence. Raises SettingsError naming the flag and variable at fault."""
-    given = {name: getattr(namespace, name) for name in model.model_fields if name in namespace}
     try:
-        return model(**given)
+        return model(**flags.given(model, namespace))
     except ValidationError as exc:
         raise settings_error(exc, model) from None

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from snapens.flags import group
 from snapens.validation import one_line
 from trainer.errors import UserError
 
@@ -43,6 +44,13 @@ class Augment(StrEnum):
     CROP_FLIP = "crop-flip"
 
 
+# The --help groups of the fields (python -m trainer --help): a field without one is listed
+# under "other settings".
+DATA = group("data")
+OPTIMISATION = group("network and optimisation")
+OUTPUT = group("output")
+RUN = group("run")
+
 # Settings that may differ between a run and its resumption: they do not change the result.
 RUNTIME_FIELDS = frozenset(
     {
@@ -64,47 +72,146 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # data
-    dataset: DatasetKind = DatasetKind.DIGITS
-    data: Path | None = Field(None, description="dataset path (folder, .zip or .npz)")
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    split_seed: int = 0
-    image_size: int | None = Field(None, gt=0, description="resize images to this square size")
-    cache_dir: Path | None = None
-    augment: Augment = Augment.AUTO
+    dataset: DatasetKind = Field(
+        DatasetKind.DIGITS,
+        description="digits: the embedded 8x8 digits; imagefolder: a folder or .zip of class "
+        "folders; npz: arrays x, y (and classes) in a .npz file",
+        json_schema_extra=DATA,
+    )
+    data: Path | None = Field(
+        None, description="dataset path for imagefolder and npz", json_schema_extra=DATA
+    )
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description="held-out share per class", json_schema_extra=DATA
+    )
+    split_seed: int = Field(0, description="seed of the validation split", json_schema_extra=DATA)
+    image_size: int | None = Field(
+        None,
+        gt=0,
+        description="resize images to this square size; unset: their own size",
+        json_schema_extra=DATA,
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="where decoded image folders are cached; unset: "
+        "$XDG_CACHE_HOME/snapens/datasets (~/.cache/snapens/datasets)",
+        json_schema_extra=DATA,
+    )
+    augment: Augment = Field(
+        Augment.AUTO,
+        description="auto: random crop + flip for RGB images of 16px and more, none otherwise",
+        json_schema_extra=DATA,
+    )
 
     # network
-    arch: str = "auto"
+    arch: str = Field(
+        "auto",
+        description="the network; auto: mlp for 8x8 inputs, resnet20 otherwise",
+        json_schema_extra=OPTIMISATION,
+    )
 
     # optimisation
-    schedule: Schedule = Schedule.SNAPSHOT
-    cycles: int | None = Field(None, ge=1, description="M: snapshots (cycles for sgdr/snapshot)")
-    epochs: int | None = Field(None, ge=1, description="B: the training budget in epochs")
-    lr: float = Field(0.1, description="α0 / η_max / initial learning rate")
-    lr_min: float = Field(0.0, ge=0, description="η_min of sgdr")
-    t0: int | None = Field(None, ge=1, description="sgdr: first restart period in epochs")
-    t_mult: float = Field(1, description="sgdr: period multiplier")
-    warmup_epochs: int = Field(0, ge=0)
-    batch_size: int = Field(64, ge=1)
-    momentum: float | None = Field(None, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(1e-4, ge=0)
-    plateau_patience: int = Field(5, ge=0)
-    plateau_factor: float = Field(0.1, gt=0, lt=1)
-    eval_batch_size: int = Field(1000, ge=1)
+    schedule: Schedule = Field(
+        Schedule.SNAPSHOT, description="learning-rate schedule", json_schema_extra=OPTIMISATION
+    )
+    cycles: int | None = Field(
+        None,
+        ge=1,
+        description="M: snapshots, the cycles of sgdr/snapshot; unset: 5 (sgdr with --t0: "
+        "the periods that fit the budget)",
+        json_schema_extra=OPTIMISATION,
+    )
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        description="B: the training budget in epochs; unset: 50",
+        json_schema_extra=OPTIMISATION,
+    )
+    lr: float = Field(
+        0.1, description="α0 / η_max / initial learning rate", json_schema_extra=OPTIMISATION
+    )
+    lr_min: float = Field(0.0, ge=0, description="sgdr η_min", json_schema_extra=OPTIMISATION)
+    t0: int | None = Field(
+        None,
+        ge=1,
+        description="sgdr first restart period in epochs; unset: fills the budget",
+        json_schema_extra=OPTIMISATION,
+    )
+    t_mult: float = Field(
+        1,
+        description="sgdr period multiplier, a whole number >= 1",
+        json_schema_extra=OPTIMISATION,
+    )
+    warmup_epochs: int = Field(
+        0, ge=0, description="linear warmup before the cycles", json_schema_extra=OPTIMISATION
+    )
+    batch_size: int = Field(
+        64, ge=1, description="training examples per step", json_schema_extra=OPTIMISATION
+    )
+    momentum: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="SGD momentum; unset: 0.9, 0 for lipschitz",
+        json_schema_extra=OPTIMISATION,
+    )
+    nesterov: bool = Field(True, description="Nesterov momentum", json_schema_extra=OPTIMISATION)
+    weight_decay: float = Field(
+        1e-4, ge=0, description="SGD weight decay", json_schema_extra=OPTIMISATION
+    )
+    plateau_patience: int = Field(
+        5,
+        ge=0,
+        description="plateau: epochs without improvement before the rate drops",
+        json_schema_extra=OPTIMISATION,
+    )
+    plateau_factor: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="plateau: the factor the rate drops by",
+        json_schema_extra=OPTIMISATION,
+    )
+    eval_batch_size: int = Field(
+        1000, ge=1, description="examples per evaluation batch", json_schema_extra=OPTIMISATION
+    )
 
     # output
-    repository: Path = Path("models")
-    name: str | None = None
-    overwrite: bool = False
-    resume: bool = False
-    skip_if_exists: bool = False
-    snapshots: bool = Field(True, description="take snapshots (off only to measure their cost)")
+    repository: Path = Field(
+        Path("models"), description="model repository folder", json_schema_extra=OUTPUT
+    )
+    name: str | None = Field(
+        None, description="model folder name; unset: the dataset's name", json_schema_extra=OUTPUT
+    )
+    overwrite: bool = Field(
+        False, description="replace an existing model folder", json_schema_extra=OUTPUT
+    )
+    resume: bool = Field(False, description="continue an interrupted run", json_schema_extra=OUTPUT)
+    skip_if_exists: bool = Field(
+        False,
+        description="if the model is complete, print its summary; if interrupted, resume it",
+        json_schema_extra=OUTPUT,
+    )
+    snapshots: bool = Field(
+        True,
+        description="take snapshots (--no-snapshots only to measure what they cost)",
+        json_schema_extra=OUTPUT,
+    )
 
     # runtime
-    seed: int = 0
-    device: str = "auto"
-    quiet: bool = False
-    config: Path | None = None
+    seed: int = Field(
+        0, description="seed of the initial weights and the data order", json_schema_extra=RUN
+    )
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N", json_schema_extra=RUN)
+    quiet: bool = Field(
+        False, description="print only errors and the summary", json_schema_extra=RUN
+    )
+    config: Path | None = Field(
+        None,
+        description="a .json or .toml file of these settings (names as the flags', - or _); "
+        "flags given override it",
+        json_schema_extra=RUN,
+    )
 
     @field_validator("lr")
     @classmethod

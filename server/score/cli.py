@@ -16,13 +16,13 @@ from server.score.output import Output, OutputError, Totals
 from server.score.sources import InputError, open_source
 from server.settings import (
     DEFAULT_REPOSITORY,
-    HelpFormatter,
     RuntimeSettings,
     SettingsError,
     add_flags,
     settings_from_flags,
 )
 from snapens.console import console
+from snapens.flags import HelpFormatter
 from snapens.manifest import MANIFEST_FILE, ManifestError
 
 EXIT_USAGE = 2

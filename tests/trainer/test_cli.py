@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +14,11 @@ import pytest
 from PIL import Image
 
 from snapens.atomic import sha256_file
+from snapens.flags import shown_default
 from snapens.manifest import read_manifest, read_snapshot
 from tests.conftest import run_trainer_process
+from trainer.config import Schedule
+from trainer.nets import ARCH_HELP
 
 TrainCli = Callable[..., tuple[int, Path]]
 
@@ -343,3 +347,112 @@ def test_a_network_that_fails_its_export_check_stops_before_training(
     assert code == 2
     assert "--arch mlp: ONNX export differs from PyTorch" in capsys.readouterr().err
     assert not (repo / "bad-export").exists()  # nothing written
+
+
+# The flags users and scripts rely on (each TrainConfig field is a flag, generated).
+TODAYS_FLAGS = {
+    "--dataset", "--data", "--val-fraction", "--split-seed", "--image-size", "--cache-dir",
+    "--augment", "--arch", "--schedule", "--cycles", "--epochs", "--lr", "--lr-min", "--t0",
+    "--t-mult", "--warmup-epochs", "--batch-size", "--momentum", "--no-nesterov",
+    "--weight-decay", "--plateau-patience", "--plateau-factor", "--eval-batch-size",
+    "--repository", "--name", "--overwrite", "--resume", "--skip-if-exists", "--no-snapshots",
+    "--seed", "--device", "--quiet", "--config",
+}  # fmt: skip
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """Each option's entry of a --help text, its wrapped lines joined: flag -> text."""
+    entries: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        match = re.match(r"  (--[a-z0-9-]+)", line)
+        if match:
+            current = match.group(1)
+            entries[current] = line.strip()
+        elif current is not None and line.startswith("    "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return entries
+
+
+def test_every_setting_has_a_flag_whose_help_shows_its_description_and_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trainer.cli import NO_FLAG, build_parser
+    from trainer.config import TrainConfig
+
+    monkeypatch.setenv("COLUMNS", "100")
+    parser = build_parser()
+    made = {a.dest: a.option_strings for a in parser._actions if a.dest != "help"}
+    assert set(made) == set(TrainConfig.model_fields) - NO_FLAG
+    assert {option for strings in made.values() for option in strings} >= TODAYS_FLAGS
+    assert made["nesterov"] == ["--nesterov", "--no-nesterov"]
+    entries = _help_entries(parser.format_help())
+    for name, options in made.items():
+        info = TrainConfig.model_fields[name]
+        assert info.description, name
+        entry = entries[options[0]]
+        assert " ".join(info.description.split()) in entry, entry
+        assert entry.endswith(f"(default: {shown_default(info)})"), entry
+    # spelled out: the defaults the help showed before it was generated
+    for option, default in {
+        "--val-fraction": "0.1",
+        "--split-seed": "0",
+        "--schedule": "snapshot",
+        "--lr": "0.1",
+        "--lr-min": "0",
+        "--batch-size": "64",
+        "--weight-decay": "0.0001",
+        "--plateau-patience": "5",
+        "--plateau-factor": "0.1",
+        "--repository": "models",
+        "--device": "auto",
+        "--nesterov": "true",
+    }.items():
+        assert entries[option].endswith(f"(default: {default})"), entries[option]
+    assert entries["--schedule"].startswith("--schedule {" + ",".join(Schedule) + "}")
+    assert ARCH_HELP in entries["--arch"] and "resnet20 otherwise" in entries["--arch"]
+    assert "unset: 5" in entries["--cycles"] and "unset: 50" in entries["--epochs"]
+    assert "0 for lipschitz" in entries["--momentum"]
+
+
+def test_flags_given_override_the_config_file_and_only_those(tmp_path: Path) -> None:
+    from trainer.cli import build_parser, resolve_config
+
+    config = tmp_path / "run.toml"
+    config.write_text('schedule = "step"\nepochs = 4\nnesterov = false\nlr = 0.05\n')
+    flags = vars(build_parser().parse_args(["--config", str(config), "--epochs", "2"]))
+    assert flags == {"config": str(config), "epochs": "2"}  # nothing not given
+    cfg = resolve_config({**flags, "repository": str(tmp_path / "repo")})
+    assert (cfg.schedule, cfg.epochs, cfg.nesterov, cfg.lr) == ("step", 2, False, 0.05)
+    flags = vars(build_parser().parse_args(["--config", str(config), "--nesterov"]))
+    assert resolve_config({**flags, "repository": str(tmp_path / "repo")}).nesterov is True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "many"], "error: --epochs: Input should be a valid integer"),
+        (["--schedule", "cosine-ish"], "error: --schedule: Input should be"),
+        (["--val-fraction", "1.5"], "error: --val-fraction: Input should be less than 1"),
+    ],
+)
+def test_an_invalid_flag_value_is_one_line_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    from trainer.cli import main
+
+    assert main(["--repository", str(tmp_path / "repo"), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert not (tmp_path / "repo").exists()
+
+
+def test_an_unknown_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from trainer.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--no-such-flag"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
