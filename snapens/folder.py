@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from snapens.atomic import atomic_write_bytes, remove_stale_temporaries, sha256_bytes
 from snapens.manifest import (
@@ -132,8 +133,10 @@ class ModelFolder:
         self._write(self.manifest.model_copy(update={"snapshots": snapshots}))
         return entry
 
-    def finish(self) -> Manifest:
-        self._write(self.manifest.model_copy(update={"state": "complete"}))
+    def finish(self, changes: dict[str, Any] | None = None) -> Manifest:
+        """Mark the run complete, with the manifest fields the end of a run decides
+        (`default_m`, `temperature`, additions to `training`); validated as ever."""
+        self._write(self.manifest.model_copy(update={**(changes or {}), "state": "complete"}))
         return self.manifest
 
     def write_extra(self, name: str, data: bytes) -> None:

@@ -20,14 +20,16 @@ class Schedule(StrEnum):
 
     SGDR = "sgdr"
     SNAPSHOT = "snapshot"
+    FGE = "fge"
+    COSINE = "cosine"
     STEP = "step"
     PLATEAU = "plateau"
     LIPSCHITZ = "lipschitz"
 
     @property
     def cyclic(self) -> bool:
-        """A snapshot per restart cycle; the others take theirs at evenly spaced epochs."""
-        return self in (Schedule.SGDR, Schedule.SNAPSHOT)
+        """A snapshot per cycle; the others take theirs at evenly spaced epochs."""
+        return self in (Schedule.SGDR, Schedule.SNAPSHOT, Schedule.FGE)
 
 
 class DatasetKind(StrEnum):
@@ -172,6 +174,33 @@ class TrainConfig(BaseModel):
         description="plateau: the factor the rate drops by",
         json_schema_extra=OPTIMISATION,
     )
+    fge_fraction: float = Field(
+        0.7,
+        gt=0,
+        lt=1,
+        description="fge: the share of the budget (after any warmup) spent in the first, "
+        "cosine phase; whole cycles of --cycle-epochs fill the rest",
+        json_schema_extra=OPTIMISATION,
+    )
+    cycle_epochs: int = Field(
+        2,
+        ge=2,
+        description="fge: epochs per cycle, even; a snapshot at each cycle's middle",
+        json_schema_extra=OPTIMISATION,
+    )
+    fge_lr_high: float = Field(
+        0.05,
+        gt=0,
+        description="fge: α1, the rate at each cycle's start and end (the first phase decays "
+        "from --lr to it)",
+        json_schema_extra=OPTIMISATION,
+    )
+    fge_lr_low: float = Field(
+        1e-4,
+        gt=0,
+        description="fge: α2, the rate at each cycle's middle",
+        json_schema_extra=OPTIMISATION,
+    )
     eval_batch_size: int = Field(
         1000, ge=1, description="examples per evaluation batch", json_schema_extra=OPTIMISATION
     )
@@ -197,6 +226,25 @@ class TrainConfig(BaseModel):
         description="take snapshots (--no-snapshots only to measure what they cost)",
         json_schema_extra=OUTPUT,
     )
+    swa: bool = Field(
+        False,
+        description="also write the snapshots' averaged weights (SWA, batch norm recomputed) "
+        "as the one-member model <name>-swa",
+        json_schema_extra=OUTPUT,
+    )
+    calibrate: bool = Field(
+        True,
+        description="fit a temperature on the validation split that minimises the "
+        "ensemble's NLL, stored in the manifest (--no-calibrate: 1)",
+        json_schema_extra=OUTPUT,
+    )
+    default_m: int | None = Field(
+        None,
+        ge=1,
+        description="snapshots served by default; unset: the m >= 2 whose last-m ensemble "
+        "has the lowest validation NLL",
+        json_schema_extra=OUTPUT,
+    )
 
     # runtime
     seed: int = Field(
@@ -219,6 +267,16 @@ class TrainConfig(BaseModel):
         if not lr > 0:
             raise ValueError(f"the learning rate must be positive, got {lr}")
         return lr
+
+    @field_validator("cycle_epochs")
+    @classmethod
+    def _even_cycle(cls, cycle_epochs: int) -> int:
+        if cycle_epochs % 2:
+            raise ValueError(
+                f"an FGE cycle is an even number of epochs (the snapshot sits at its middle), "
+                f"got {cycle_epochs}"
+            )
+        return cycle_epochs
 
     @field_validator("t_mult")
     @classmethod

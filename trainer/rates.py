@@ -11,6 +11,9 @@ Closed form (no state at all):
   T_i = T_0·T_mult^i, in iterations; Huang et al.'s snapshot schedule is the case T_mult = 1,
   η_min = 0, T_0 = ⌈T/M⌉: α(t) = α0/2·(cos(π·mod(t−1, ⌈T/M⌉)/⌈T/M⌉) + 1).
 - `StepDecay`: ×γ at each milestone (the baseline: ×0.1 at 50% and 75% of the budget).
+- `FastGeometric`: FGE (Garipov et al. 2018): one cosine decay from α0 to α1 over a first,
+  long phase, then cycles of c epochs whose rate falls linearly from α1 to α2 at mid-cycle
+  and rises back, a snapshot at each mid-cycle.
 - `Warmup`: a linear ramp from lr/W to lr over W iterations, then another schedule shifted
   by W.
 
@@ -98,6 +101,29 @@ class StepDecay(LRSchedule):
             if step >= milestone:
                 lr *= self.gamma
         return lr
+
+
+@dataclass(frozen=True)
+class FastGeometric(LRSchedule):
+    """FGE's rate: lr_high + ½(lr0 − lr_high)(1 + cos(π·step/first)) for the first `first`
+    steps; then, with t = ((step − first) mod cycle)/cycle, the piecewise-linear cycle of
+    Garipov et al.'s code: (1 − 2t)·lr_high + 2t·lr_low for t < ½ and
+    (2 − 2t)·lr_low + (2t − 1)·lr_high after, so the rate is lr_low at every mid-cycle."""
+
+    lr0: float  # α0
+    first: int  # steps of the first phase
+    cycle: int  # steps of one cycle (c epochs)
+    lr_high: float  # α1
+    lr_low: float  # α2
+
+    def lr_at(self, step: int) -> float:
+        if step < self.first:
+            cosine = (1 + math.cos(math.pi * step / self.first)) / 2
+            return self.lr_high + (self.lr0 - self.lr_high) * cosine
+        t = ((step - self.first) % self.cycle) / self.cycle
+        if t < 0.5:
+            return (1 - 2 * t) * self.lr_high + 2 * t * self.lr_low
+        return (2 - 2 * t) * self.lr_low + (2 * t - 1) * self.lr_high
 
 
 @dataclass(frozen=True)

@@ -160,8 +160,11 @@ def write_report(
     lr_at: Callable[[int], float],
     targets: torch.Tensor,
     train_seconds: float,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    report = build_report(manifest, history, plan, lr_at, targets, train_seconds)
+    """The report and its plots beside the manifest; `extra`: sections the end of the run
+    adds (calibration, the SWA model's figures)."""
+    report = build_report(manifest, history, plan, lr_at, targets, train_seconds) | (extra or {})
     folder.write_extra(REPORT_JSON, json.dumps(report, indent=2).encode() + b"\n")
     for name, data in render_plots(report).items():
         folder.write_extra(name, data)

@@ -9,6 +9,10 @@ optimizer steps after which snapshots are taken.
 - sgdr:      cosine annealing restarted after periods of T_0·T_mult^i epochs (Loshchilov &
              Hutter), a snapshot at the end of each period
 - snapshot:  M equal cycles of ⌈T/M⌉ iterations (Huang et al.), a snapshot at the end of each
+- fge:       a cosine decay from α0 to α1 over the first fraction of the budget, then cycles
+             of c epochs between α1 and α2 (Garipov et al.), a snapshot at each mid-cycle
+- cosine:    one cosine decay from α0 to 0 over the whole budget (the single model most
+             recipes train today)
 - step:      ×0.1 at 50% and 75% of the budget
 - plateau:   ReduceLROnPlateau's rule on the validation loss, once per epoch
 - lipschitz: Yedida & Saha's lr = 1/K, measured at the start of every epoch
@@ -25,7 +29,15 @@ from typing import Any
 
 from trainer.config import Schedule, TrainConfig
 from trainer.errors import UserError
-from trainer.rates import CosineRestarts, Lipschitz, LRSchedule, Plateau, StepDecay, Warmup
+from trainer.rates import (
+    CosineRestarts,
+    FastGeometric,
+    Lipschitz,
+    LRSchedule,
+    Plateau,
+    StepDecay,
+    Warmup,
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,8 @@ class Plan:
     warmup_iterations: int
     snapshot_steps: tuple[int, ...]  # steps completed at each snapshot, increasing
     t0_epochs: int | None = None  # sgdr
-    cycle_iterations: int | None = None  # snapshot: ⌈T/M⌉
+    cycle_iterations: int | None = None  # snapshot: ⌈T/M⌉; fge: c epochs
+    first_iterations: int | None = None  # fge: the first phase
 
     @property
     def total_iterations(self) -> int:
@@ -57,6 +70,7 @@ class Plan:
             "snapshot_steps": list(self.snapshot_steps),
             "t0_epochs": self.t0_epochs,
             "cycle_iterations": self.cycle_iterations,
+            "first_iterations": self.first_iterations,
         }
 
 
@@ -125,6 +139,8 @@ def make_plan(cfg: TrainConfig, iterations_per_epoch: int) -> Plan:
             )
         ends = [cfg.warmup_epochs + (span * i) // m for i in range(1, m + 1)]
         return Plan(cfg.schedule, ipe, epochs, warmup, tuple(e * ipe for e in ends))
+    if cfg.schedule is Schedule.FGE:
+        return _fge_plan(cfg, ipe, epochs, warmup)
     if cfg.schedule is Schedule.SGDR:
         t0, ends = _sgdr_periods(cfg, epochs - cfg.warmup_epochs)
         steps = tuple(warmup + e * ipe for e in ends)
@@ -141,6 +157,38 @@ def make_plan(cfg: TrainConfig, iterations_per_epoch: int) -> Plan:
     return Plan(cfg.schedule, ipe, epochs, warmup, steps, cycle_iterations=length)
 
 
+def _fge_plan(cfg: TrainConfig, ipe: int, epochs: int, warmup: int) -> Plan:
+    """FGE: round(fraction·B) epochs of the first phase (after any warmup), then whole
+    cycles of c epochs filling the rest, a snapshot after the first half of each."""
+    span = epochs - cfg.warmup_epochs
+    first = round(cfg.fge_fraction * span)
+    rest, c = span - first, cfg.cycle_epochs
+    if first < 1 or rest < c or rest % c:
+        fitting = [first + c * n + cfg.warmup_epochs for n in range(1, 4)]
+        raise UserError(
+            f"--epochs {epochs}: after the first phase of {first} epochs (--fge-fraction "
+            f"{cfg.fge_fraction}), {rest} epochs do not make whole cycles of --cycle-epochs {c}; "
+            f"use --epochs {' or '.join(map(str, fitting))}"
+        )
+    m = rest // c
+    if cfg.cycles is not None and cfg.cycles != m:
+        raise UserError(
+            f"--cycles {cfg.cycles} disagrees with {rest} epochs of FGE cycles of "
+            f"--cycle-epochs {c} ({m} cycles): drop --cycles or change --epochs"
+        )
+    start, length = warmup + first * ipe, c * ipe
+    steps = tuple(start + k * length + length // 2 for k in range(m))
+    return Plan(
+        cfg.schedule,
+        ipe,
+        epochs,
+        warmup,
+        steps,
+        cycle_iterations=length,
+        first_iterations=first * ipe,
+    )
+
+
 def build_schedule(cfg: TrainConfig, plan: Plan, classes: int) -> LRSchedule:
     """The learning rate of every step of `plan`, built from plain numbers."""
     after_warmup = plan.total_iterations - plan.warmup_iterations
@@ -154,6 +202,17 @@ def build_schedule(cfg: TrainConfig, plan: Plan, classes: int) -> LRSchedule:
         case Schedule.SNAPSHOT:
             assert plan.cycle_iterations is not None
             main = CosineRestarts(cfg.lr, plan.cycle_iterations)
+        case Schedule.FGE:
+            assert plan.cycle_iterations is not None and plan.first_iterations is not None
+            main = FastGeometric(
+                cfg.lr,
+                plan.first_iterations,
+                plan.cycle_iterations,
+                cfg.fge_lr_high,
+                cfg.fge_lr_low,
+            )
+        case Schedule.COSINE:
+            main = CosineRestarts(cfg.lr, after_warmup)
         case Schedule.STEP:
             main = StepDecay(cfg.lr, (after_warmup // 2, (3 * after_warmup) // 4))
         case Schedule.PLATEAU:
@@ -175,6 +234,13 @@ def describe_schedule(cfg: TrainConfig, plan: Plan) -> dict[str, Any]:
     }
     if cfg.schedule is Schedule.SGDR:
         described |= {"lr_min": cfg.lr_min, "t0_epochs": plan.t0_epochs, "t_mult": int(cfg.t_mult)}
+    elif cfg.schedule is Schedule.FGE:
+        described |= {
+            "first_epochs": (plan.first_iterations or 0) // plan.iterations_per_epoch,
+            "cycle_epochs": cfg.cycle_epochs,
+            "lr_high": cfg.fge_lr_high,
+            "lr_low": cfg.fge_lr_low,
+        }
     elif cfg.schedule is Schedule.PLATEAU:
         described |= {"patience": cfg.plateau_patience, "factor": cfg.plateau_factor}
     return described

@@ -38,13 +38,14 @@ from trainer.data import Dataset, epoch_batches, iterations_per_epoch, load_data
 from trainer.errors import UserError
 from trainer.evaluate import Evaluation, evaluate
 from trainer.export import ExportError, SnapshotExporter, verify_onnx
+from trainer.finish import check_swa_target, finish_run
 from trainer.history import History
 from trainer.manifest_builder import build_manifest
 from trainer.nets import Normalized
 from trainer.rates import LRSchedule
-from trainer.report import write_report
 from trainer.runtime import Runtime, stop_requests
 from trainer.schedules import Plan, build_schedule, make_plan
+from trainer.swa import SnapshotAverage
 
 CROP_PADDING = 4
 
@@ -106,6 +107,7 @@ class Trainer:
         self.history = History()
         # The snapshot copy and its traced graph: made by the first export, then reused.
         self.snapshotter: tuple[Normalized, SnapshotExporter] | None = None
+        self.average = SnapshotAverage(self.model) if cfg.swa else None
         self.stop = threading.Event()
         self.epoch, self.step = 0, 0
         if resume_state is not None:
@@ -127,12 +129,17 @@ class Trainer:
         except ExportError as exc:
             raise UserError(f"--arch {self.arch}: {exc}") from None
 
+    def fresh_copy(self) -> Normalized:
+        """A float32 CPU network of this run's architecture, made without touching the
+        training's random stream."""
+        with torch.random.fork_rng(devices=[]):
+            return setup.new_model(self.arch, self.data, self.mean, self.std).eval()
+
     def _export_current(self) -> tuple[Normalized, bytes]:
         """The current weights as a float32 CPU copy in eval mode (what the export is verified
         against) and as ONNX bytes. The copy and the traced graph are made once, then reused."""
         if self.snapshotter is None:
-            with torch.random.fork_rng(devices=[]):  # leave the training's random stream alone
-                model = setup.new_model(self.arch, self.data, self.mean, self.std).eval()
+            model = self.fresh_copy()
             self.snapshotter = (model, SnapshotExporter(model, self.data.input_shape))
         model, exporter = self.snapshotter
         model.load_state_dict(self.model.state_dict())
@@ -162,6 +169,8 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = History.from_state(state["history"])
+        if self.average is not None:
+            self.average.load_state(state["swa"])
 
     # The loop ------------------------------------------------------------------------
 
@@ -276,6 +285,8 @@ class Trainer:
         model, onnx_bytes = self._export_current()
         diff = verify_onnx(onnx_bytes, model, self.verify_batch)
         self.folder.add_snapshot(onnx_bytes, meta, diff)
+        if self.average is not None:
+            self.average.add(self.model)
         self.history.snapshot_seconds += time.perf_counter() - began
         self.console.print(
             f"snapshot {meta.cycle}/{self.plan.cycles} at epoch {meta.epoch:g} (step {meta.step}, "
@@ -300,6 +311,7 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state_all() if self.rt.device.type == "cuda" else [],
             },
             "history": self.history.state(),
+            "swa": self.average.state() if self.average is not None else None,
         }
         save_checkpoint(self.folder.checkpoint_path, state)
 
@@ -309,6 +321,7 @@ def train(cfg: TrainConfig, rt: Runtime) -> TrainResult | None:
     folder = ModelFolder(cfg.repository, cfg.model_name)
     if rt.is_main:
         folder.check_target(cfg.overwrite, cfg.resume)
+        check_swa_target(cfg, folder)
     resume_state = load_checkpoint(folder.checkpoint_path) if cfg.resume else None
     if resume_state is not None:
         check_resume_config(cfg, resume_state["config"])
@@ -326,14 +339,5 @@ def train(cfg: TrainConfig, rt: Runtime) -> TrainResult | None:
     rt.barrier()
     if not rt.is_main:
         return None
-    manifest = folder.finish()
-    report = write_report(
-        folder,
-        manifest,
-        trainer.history,
-        trainer.plan,
-        trainer.schedule.lr_at,
-        trainer.val_y.cpu(),
-        seconds,
-    )
+    manifest, report = finish_run(trainer, seconds)
     return TrainResult(folder, manifest, report, seconds)

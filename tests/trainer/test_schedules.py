@@ -19,7 +19,14 @@ from torch.optim.lr_scheduler import (
 
 from trainer.config import Schedule, TrainConfig, build_config
 from trainer.errors import UserError
-from trainer.rates import CosineRestarts, LRSchedule, Plateau, StepDecay, Warmup
+from trainer.rates import (
+    CosineRestarts,
+    FastGeometric,
+    LRSchedule,
+    Plateau,
+    StepDecay,
+    Warmup,
+)
 from trainer.schedules import Plan, build_schedule, describe_schedule, make_plan
 
 
@@ -261,13 +268,16 @@ def test_each_schedule_is_built_from_plain_numbers() -> None:
     classes_of = {
         Schedule.SGDR: CosineRestarts,
         Schedule.SNAPSHOT: CosineRestarts,
+        Schedule.FGE: FastGeometric,
+        Schedule.COSINE: CosineRestarts,
         Schedule.STEP: StepDecay,
         Schedule.PLATEAU: Plateau,
     }
     for name, kind in classes_of.items():
-        cfg = config(schedule=name, epochs=10, cycles=5 if name.cyclic else 2)
+        cycles = None if name is Schedule.FGE else 5 if name.cyclic else 2
+        cfg = config(schedule=name, epochs=10, cycles=cycles, fge_fraction=0.6)
         assert type(built(cfg, make_plan(cfg, 3))) is kind
-    assert [s for s in Schedule if s.cyclic] == [Schedule.SGDR, Schedule.SNAPSHOT]
+    assert [s for s in Schedule if s.cyclic] == [Schedule.SGDR, Schedule.SNAPSHOT, Schedule.FGE]
 
 
 def test_describe_schedule_names_each_schedules_parameters() -> None:
@@ -339,7 +349,7 @@ def test_impossible_plans_are_refused_with_the_fix(
         ({"lr": -1.0}, "--lr: the learning rate must be positive"),
         ({"cycles": 0}, "--cycles"),
         ({"dataset": "npz"}, "needs --data PATH"),
-        ({"schedule": "cosine"}, "--schedule: Input should be 'sgdr', 'snapshot', 'step'"),
+        ({"schedule": "cyclic"}, "--schedule: Input should be 'sgdr', 'snapshot', 'fge'"),
         ({"schedule": "lipschitz", "warmup_epochs": 1}, "drop --warmup-epochs"),
     ],
 )

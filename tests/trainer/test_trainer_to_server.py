@@ -56,6 +56,8 @@ def test_hot_reload_while_the_trainer_writes_snapshots(
             "5",
             "--batch-size",
             "32",
+            "--default-m",  # serve every snapshot: the served set only grows as they come
+            "5",
             "--quiet",
         ],
         cwd=ROOT,

@@ -1,0 +1,106 @@
+"""SWA of the snapshots and the end-of-run calibration: the averaged weights are the mean
+of the snapshots', batch norm is recomputed, the SWA model is exported, verified and
+served like any; the temperature lowers the validation NLL; the served m follows the rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from server.runtime import EnsembleRuntime
+from server.settings import RuntimeSettings
+from snapens.manifest import read_manifest
+from tests.conftest import run_trainer_process
+from trainer.calibrate import calibrate
+from trainer.swa import SnapshotAverage
+
+
+def test_the_average_is_the_mean_of_the_snapshots_and_batch_norm_is_recomputed() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(72, 3))
+    average = SnapshotAverage(net)
+    taken = []
+    for _ in range(3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.normal_()
+        average.add(net)
+        taken.append({k: v.detach().clone() for k, v in net.named_parameters()})
+    assert average.count == 3
+    for name, value in average.averaged.module.named_parameters():
+        np.testing.assert_allclose(
+            value.detach(), torch.stack([t[name] for t in taken]).mean(0).numpy(), atol=1e-6
+        )
+    x = torch.randn(64, 1, 8, 8) * 3 + 2
+    model = average.network(x, 16)
+    conv = model[0](x).detach()
+    np.testing.assert_allclose(
+        model[1].running_mean.detach(), conv.mean((0, 2, 3)), rtol=1e-4, atol=1e-5
+    )
+    assert not model.training
+
+
+def _overconfident(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, 10, 1500)
+    logits = rng.normal(0, 1, (4, 1500, 10))
+    right = rng.random((4, 1500)) < 0.8
+    np.put_along_axis(logits, np.where(right, targets, (targets + 1) % 10)[..., None], 9.0, -1)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    return probs.astype(np.float32), targets
+
+
+def test_calibration_lowers_the_nll_and_chooses_the_served_m() -> None:
+    probs, targets = _overconfident(0)
+    fitted = calibrate(probs, targets, fit=True, default_m=None)
+    assert fitted.temperature != 1.0 and fitted.after["nll"] < fitted.before["nll"]
+    assert fitted.default_m >= 2 and len(fitted.nll_by_m) == 4
+    assert fitted.nll_by_m[fitted.default_m - 1] == min(fitted.nll_by_m[1:])
+    plain = calibrate(probs, targets, fit=False, default_m=None)
+    assert plain.temperature == 1.0 and plain.after == plain.before
+    given = calibrate(probs, targets, fit=True, default_m=3)
+    assert given.default_m == 3 and not given.chosen
+
+
+@pytest.fixture(scope="module")
+def fge_swa_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("fge")
+    args = ["--repository", str(repo), "--name", "run", "--schedule", "fge", "--epochs", "10"]
+    args += ["--fge-fraction", "0.6", "--cycle-epochs", "2", "--swa", "--quiet"]
+    result = run_trainer_process(*args)
+    assert result.returncode == 0, result.stderr
+    return repo
+
+
+def test_a_fge_run_writes_a_calibrated_ensemble_and_its_swa_model(fge_swa_run: Path) -> None:
+    manifest = read_manifest(fge_swa_run / "run")
+    report: dict[str, Any] = json.loads((fge_swa_run / "run" / "report.json").read_text())
+    assert len(manifest.snapshots) == 2 and manifest.training["schedule"]["name"] == "fge"
+    calibration = report["calibration"]
+    assert manifest.temperature == calibration["temperature"] > 0
+    assert manifest.default_m == calibration["default_m"] == 2
+    assert calibration["after"]["nll"] <= calibration["before"]["nll"] + 1e-12
+    assert manifest.training["calibration"] == calibration
+
+    swa = read_manifest(fge_swa_run / "run-swa")
+    assert [s.cycle for s in swa.snapshots] == [1] and swa.default_m == 1
+    assert swa.snapshots[0].export_max_abs_diff <= 1e-4
+    assert swa.training["swa"] == {"of": "run", "members_averaged": 2}
+    assert report["swa"]["model"] == "run-swa"
+    assert report["swa"]["error"] == pytest.approx(1 - swa.snapshots[0].val_accuracy)
+    runtime = EnsembleRuntime.load(fge_swa_run / "run-swa", None, RuntimeSettings())
+    assert runtime.m == 1  # served like any model
+
+
+def test_no_calibrate_and_default_m_are_honoured(tmp_path: Path) -> None:
+    args = ["--repository", str(tmp_path), "--epochs", "10", "--cycles", "5", "--quiet"]
+    result = run_trainer_process(*args, "--name", "a", "--no-calibrate", "--default-m", "4")
+    assert result.returncode == 0, result.stderr
+    manifest = read_manifest(tmp_path / "a")
+    assert manifest.temperature == 1.0 and manifest.default_m == 4

@@ -1,0 +1,69 @@
+"""The end of a run, on rank 0: calibrate the ensemble (the temperature and the served m),
+write the SWA model when asked, mark the folder complete and write the report."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from snapens.folder import ModelFolder
+from snapens.manifest import Manifest
+from trainer.calibrate import calibrate
+from trainer.config import TrainConfig
+from trainer.report import write_report
+from trainer.swa import swa_name, write_swa_model
+
+if TYPE_CHECKING:
+    from trainer.train import Trainer
+
+
+def check_swa_target(cfg: TrainConfig, folder: ModelFolder) -> None:
+    """With --swa, refuse (before training) to replace another run's `<name>-swa` folder
+    unless --overwrite or --resume says this run owns it."""
+    if cfg.swa:
+        target = ModelFolder(cfg.repository, swa_name(folder.name))
+        target.check_target(cfg.overwrite or cfg.resume, resume=False)
+
+
+def finish_run(trainer: Trainer, seconds: float) -> tuple[Manifest, dict[str, Any]]:
+    cfg, folder, history = trainer.cfg, trainer.folder, trainer.history
+    targets = trainer.val_y.cpu().numpy().astype(np.int64)
+    cycles = [s.cycle for s in folder.manifest.snapshots]
+    extra: dict[str, Any] = {}
+    changes: dict[str, Any] = {}
+    if cycles:
+        probs = np.stack([history.snapshot_probs[c].numpy() for c in cycles])
+        calibration = calibrate(probs, targets, cfg.calibrate, cfg.default_m)
+        extra["calibration"] = calibration.describe()
+        changes = {
+            "temperature": calibration.temperature,
+            "default_m": calibration.default_m,
+            "training": {**folder.manifest.training, "calibration": calibration.describe()},
+        }
+    manifest = folder.finish(changes)
+    if trainer.average is not None and trainer.average.count:
+        network = trainer.average.network(trainer.train_x, cfg.batch_size)
+        copy = trainer.fresh_copy()
+        result = write_swa_model(
+            ModelFolder(cfg.repository, swa_name(folder.name)),
+            manifest,
+            network,
+            copy,
+            trainer.data.input_shape,
+            (trainer.val_x, trainer.val_y),
+            trainer.verify_batch,
+            trainer.average.count,
+        )
+        extra["swa"] = result.figures()
+    report = write_report(
+        folder,
+        manifest,
+        history,
+        trainer.plan,
+        trainer.schedule.lr_at,
+        trainer.val_y.cpu(),
+        seconds,
+        extra,
+    )
+    return manifest, report
