@@ -20,6 +20,7 @@ RUN groupadd --system --gid 10001 snapens \
 FROM base AS builder
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY snapens ./snapens
 COPY server ./server
 COPY trainer ./trainer
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .

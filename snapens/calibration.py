@@ -3,8 +3,9 @@
 - Temperature scaling (Guo et al. 2017; for ensembles, Ashukha et al. 2020): one T > 0,
   fitted on the validation split to minimise the NLL of the ensemble's mean of
   softmax(z_i / T); every execution path divides each member's logits by it.
-- The served m: the m ≥ 2 whose last-m ensemble has the lowest validation NLL (after the
-  temperature), so averaging in under-trained early snapshots is never the default.
+- The served m: the m ≥ 2 whose last-m ensemble has the lowest validation NLL, each m at
+  its own fitted temperature, so averaging in under-trained early snapshots is never the
+  default and the temperature served is the one fitted for the members served.
 
 Both work on logits as numpy arrays [m, N, K], so the trainer and the experiments share
 one definition."""
@@ -61,6 +62,20 @@ def fit_temperature(member_logits: FloatArray, targets: IntArray) -> float:
     return 1.0 if loss(0.0) <= loss(best) else math.exp(best)
 
 
+def last_m_temperatures(
+    member_logits: FloatArray, targets: IntArray, fit: bool = True
+) -> tuple[list[float], list[float]]:
+    """For m = 1..M: the temperature of the last-m ensemble (fitted, or 1 when fit=False)
+    and its NLL at that temperature."""
+    temperatures, nll = [], []
+    for m in range(1, len(member_logits) + 1):
+        logits = member_logits[-m:]
+        t = fit_temperature(logits, targets) if fit else 1.0
+        temperatures.append(t)
+        nll.append(ensemble_nll(logits, targets, t))
+    return temperatures, nll
+
+
 @dataclass(frozen=True)
 class ServedSize:
     """The chosen m and the validation NLL of every last-m ensemble, m = 1..M."""
@@ -70,13 +85,10 @@ class ServedSize:
     beats_last_member: bool  # the chosen ensemble's NLL ≤ that of its last member alone
 
 
-def choose_served_size(member_probs: FloatArray, targets: IntArray) -> ServedSize:
-    """The m ≥ 2 whose last-m ensemble of `member_probs` [M, N, K] (already temperature
-    scaled) has the lowest NLL on `targets`; m = 1 when there is one member."""
-    nll = [
-        negative_log_likelihood(member_probs[-m:].mean(axis=0), targets)
-        for m in range(1, len(member_probs) + 1)
-    ]
+def choose_served_size(nll_by_m: list[float]) -> ServedSize:
+    """The m ≥ 2 of lowest NLL in `nll_by_m` (the last-m ensembles' NLL, m = 1..M; ties go
+    to the smaller m); m = 1 when there is one member."""
+    nll = list(nll_by_m)
     if len(nll) == 1:
         return ServedSize(1, nll, True)
     best = min(range(2, len(nll) + 1), key=lambda m: (nll[m - 1], m))

@@ -55,4 +55,22 @@ def summarize(model_dir: Path, manifest: Manifest) -> RenderableType:
                 f"best single snapshot (cycle {best.cycle}): val error {best.error:.4f}"
             )
         )
+    calibration = manifest.training.get("calibration")
+    if calibration:
+        before, after = calibration["before"], calibration["after"]
+        parts.append(
+            Text(
+                f"served: the last {manifest.default_m} at temperature "
+                f"{manifest.temperature:.3f} ({calibration['default_m_rule']}): val error "
+                f"{after['error']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}, "
+                f"ECE {before['ece']:.4f} -> {after['ece']:.4f} with the temperature"
+            )
+        )
+        if not calibration["beats_last_member"]:
+            parts.append(
+                Text(
+                    "no ensemble of m >= 2 has a lower validation NLL than the last snapshot alone",
+                    style="bold",
+                )
+            )
     return Group(*parts)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from snapens.calibration import choose_served_size, fit_temperature, member_probabilities
+from snapens.calibration import choose_served_size, last_m_temperatures, member_probabilities
 from snapens.ensemble import error_rate, negative_log_likelihood
 from snapens.evaluation import expected_calibration_error
 
@@ -24,7 +24,7 @@ LOG_FLOOR = float(np.log(np.finfo(np.float32).tiny))
 class Calibration:
     temperature: float
     default_m: int
-    nll_by_m: list[float]  # of the last-m ensembles, after the temperature
+    nll_by_m: list[float]  # of the last-m ensembles, each at its own temperature
     beats_last_member: bool  # the served ensemble's NLL ≤ its last member's alone
     before: dict[str, float]  # the served ensemble at T = 1
     after: dict[str, float]  # the served ensemble at the temperature
@@ -61,18 +61,16 @@ def calibrate(
     """`snapshot_probs` [M, N, K] in training order; fit: fit a temperature (else T = 1);
     default_m: the served m if given (else the m ≥ 2 of lowest calibrated NLL)."""
     logits = np.log(np.maximum(snapshot_probs.astype(np.float64), np.exp(LOG_FLOOR)))
-    temperature = fit_temperature(logits, targets) if fit else 1.0
-    scaled = member_probabilities(logits, temperature)
-    served = choose_served_size(scaled, targets)
-    m = min(default_m, len(scaled)) if default_m is not None else served.m
-    nll = served.nll_by_m
+    temperatures, nll = last_m_temperatures(logits, targets, fit)
+    m = min(default_m, len(logits)) if default_m is not None else choose_served_size(nll).m
+    temperature = temperatures[m - 1]
     return Calibration(
         temperature=temperature,
         default_m=m,
         nll_by_m=nll,
         beats_last_member=nll[m - 1] <= nll[0],
-        before=_figures(member_probabilities(logits)[-m:].mean(axis=0), targets),
-        after=_figures(scaled[-m:].mean(axis=0), targets),
+        before=_figures(member_probabilities(logits[-m:]).mean(axis=0), targets),
+        after=_figures(member_probabilities(logits[-m:], temperature).mean(axis=0), targets),
         fitted=fit,
         chosen=default_m is None,
     )

@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer.config import Augment, TrainConfig
 from trainer.data import Dataset, stratified_split
+from trainer.errors import UserError
 from trainer.nets import Normalized, build_network, default_arch
 from trainer.runtime import Runtime
 
@@ -28,7 +29,16 @@ class Split:
 
 
 def split_on_device(cfg: TrainConfig, data: Dataset, device: torch.device) -> Split:
-    train_idx, val_idx = stratified_split(data.y, cfg.val_fraction, cfg.split_seed)
+    train_idx, val_idx = stratified_split(data.y, cfg.resolved_val_fraction, cfg.split_seed)
+    if cfg.train_subset is not None:
+        if cfg.train_subset >= len(train_idx):
+            raise UserError(
+                f"--train-subset {cfg.train_subset}: the training split has only "
+                f"{len(train_idx)} examples"
+            )
+        share = cfg.train_subset / len(train_idx)
+        _, kept = stratified_split(data.y[train_idx], share, cfg.split_seed + 1)
+        train_idx = train_idx[kept]
     return Split(
         data.x[train_idx].to(device),
         data.y[train_idx].to(device),

@@ -194,3 +194,20 @@ def test_serving_image_runs_as_a_user_on_its_exposed_port_without_torch(
 )
 def test_build_context_holds_only_what_the_images_need(path: str, left_out: bool) -> None:
     assert ignored(ROOT / ".dockerignore", path) is left_out
+
+
+def test_every_package_the_wheel_holds_reaches_the_build() -> None:
+    """Each top-level package pyproject.toml packages is both in the build context and
+    copied by the builder stage (a missing one builds an image that cannot import)."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    packages = [pattern.removesuffix("*") for pattern in include]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert packages
+    for package in packages:
+        assert (ROOT / package / "__init__.py").is_file(), package
+        assert not ignored(ROOT / ".dockerignore", f"{package}/__init__.py"), package
+        assert f"COPY {package} ./{package}" in dockerfile, package

@@ -8,6 +8,7 @@ from snapens.calibration import (
     choose_served_size,
     ensemble_nll,
     fit_temperature,
+    last_m_temperatures,
     member_probabilities,
 )
 
@@ -45,18 +46,21 @@ def test_a_calibrated_ensemble_keeps_a_temperature_of_one() -> None:
 
 
 def test_the_served_size_is_the_best_m_of_two_or_more() -> None:
-    rng = np.random.default_rng(2)
-    targets = rng.integers(0, 4, 500)
-    good = np.full((500, 4), 0.1)
-    good[np.arange(500), targets] = 0.7
-    bad = np.full((500, 4), 0.25)
-    # Oldest first: a poor early member, then three good ones.
-    members = np.stack([bad, good, good * 0.9 + bad * 0.1, good])
-    chosen = choose_served_size(members, targets)
-    assert len(chosen.nll_by_m) == 4 and chosen.m in (2, 3)
-    assert chosen.nll_by_m[chosen.m - 1] == min(chosen.nll_by_m[1:])
-    assert chosen.beats_last_member is (chosen.nll_by_m[chosen.m - 1] <= chosen.nll_by_m[0])
+    chosen = choose_served_size([0.30, 0.28, 0.25, 0.27])
+    assert chosen.m == 3 and chosen.beats_last_member
+    assert choose_served_size([0.30, 0.29, 0.29]).m == 2  # a tie goes to the smaller m
     # When every earlier member only hurts, the rule still serves two, and says so.
-    worse = choose_served_size(np.stack([bad, bad, good]), targets)
+    worse = choose_served_size([0.20, 0.25, 0.31])
     assert worse.m == 2 and not worse.beats_last_member
-    assert choose_served_size(good[None], targets).m == 1
+    assert choose_served_size([0.4]).m == 1
+
+
+def test_each_last_m_ensemble_gets_its_own_temperature() -> None:
+    logits, targets = _overconfident()
+    temperatures, nll = last_m_temperatures(logits, targets)
+    assert len(temperatures) == len(nll) == 3
+    for m in (1, 2, 3):
+        assert nll[m - 1] == ensemble_nll(logits[-m:], targets, temperatures[m - 1])
+        assert nll[m - 1] <= ensemble_nll(logits[-m:], targets, 1.0)
+    plain_t, plain_nll = last_m_temperatures(logits, targets, fit=False)
+    assert plain_t == [1.0, 1.0, 1.0] and all(a <= b for a, b in zip(nll, plain_nll, strict=True))
