@@ -39,7 +39,14 @@ def test_default_digits_run_writes_five_verified_snapshots(tmp_path: Path) -> No
     folder = tmp_path / "digits"
     manifest = read_manifest(folder)
     assert manifest.state == "complete" and len(manifest.snapshots) == 5
-    assert manifest.default_m == 5
+    # The served m: the m >= 2 of lowest validation NLL (each at its fitted temperature).
+    calibration = json.loads((folder / "report.json").read_text())["calibration"]
+    assert 2 <= manifest.default_m <= 5 and manifest.default_m == calibration["default_m"]
+    nll = calibration["nll_by_m"]
+    assert nll[manifest.default_m - 1] == min(nll[1:])
+    # The snapshots differ: some pair disagrees on the validation split.
+    matrix = json.loads((folder / "report.json").read_text())["pairwise_disagreement"]["matrix"]
+    assert max(max(row) for row in matrix) > 0
     budget = manifest.training["budget"]
     # Exactly one snapshot per cycle, at the cycle's last iteration.
     cycle = budget["iterations"] // 5
@@ -129,7 +136,16 @@ def test_divergence_is_a_clear_error(
     train_cli: TrainCli, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _ = train_cli(
-        "--schedule", "lipschitz", "--arch", "mlp", "--epochs", "6", "--cycles", "1"
+        "--schedule",
+        "lipschitz",
+        "--arch",
+        "mlp",
+        "--epochs",
+        "6",
+        "--cycles",
+        "1",
+        "--val-fraction",
+        "0.1",
     )
     assert code == 2
     assert "the Lipschitz rate diverged in epoch" in capsys.readouterr().err
@@ -397,7 +413,7 @@ def test_every_setting_has_a_flag_whose_help_shows_its_description_and_default(
         assert entry.endswith(f"(default: {shown_default(info)})"), entry
     # spelled out: the defaults the help showed before it was generated
     for option, default in {
-        "--val-fraction": "0.1",
+        "--val-fraction": "unset",
         "--split-seed": "0",
         "--schedule": "snapshot",
         "--lr": "0.1",
@@ -413,7 +429,7 @@ def test_every_setting_has_a_flag_whose_help_shows_its_description_and_default(
         assert entries[option].endswith(f"(default: {default})"), entries[option]
     assert entries["--schedule"].startswith("--schedule {" + ",".join(Schedule) + "}")
     assert ARCH_HELP in entries["--arch"] and "resnet20 otherwise" in entries["--arch"]
-    assert "unset: 5" in entries["--cycles"] and "unset: 50" in entries["--epochs"]
+    assert "unset: 5" in entries["--cycles"] and "unset: 25 for digits" in entries["--epochs"]
     assert "0 for lipschitz" in entries["--momentum"]
 
 

@@ -27,6 +27,8 @@ def test_ddp_on_cpu_with_gloo_and_torchrun(tmp_path: Path) -> None:
             "4",
             "--cycles",
             "2",
+            "--val-fraction",
+            "0.1",
             "--name",
             "ddp",
             "--quiet",

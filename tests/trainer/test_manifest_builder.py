@@ -52,6 +52,7 @@ def test_the_initial_manifest_describes_input_output_and_the_run() -> None:
         "train_examples": 18,
         "val_examples": 2,
         "val_fraction": 0.1,
+        "train_subset": None,
         "split_seed": 0,
         "augment": "crop-flip",
     }
