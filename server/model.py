@@ -96,7 +96,7 @@ class ServedModel:
             stamp = manifest_stamp(self.model_dir)
             try:
                 runtime = await asyncio.to_thread(
-                    EnsembleRuntime.load, self.model_dir, self.settings.m, self.settings
+                    EnsembleRuntime.load, self.model_dir, self.settings.m, self.settings, True
                 )
             except (ManifestError, RuntimeLoadError) as exc:
                 self.stamp = stamp  # do not retry the same broken manifest on every poll
@@ -108,7 +108,7 @@ class ServedModel:
                 return False
             self.runtime, self.stamp = runtime, stamp  # the swap
             self.last_load = LoadState(
-                status="loaded", at=utc_now(), snapshots=[e.cycle for e in runtime.members]
+                status="loaded", at=utc_now(), snapshots=[e.cycle for e in runtime.served]
             )
             self.metrics.reloads.labels(self.name, "loaded").inc()
             self.metrics.snapshots.labels(self.name).set(runtime.m)
@@ -124,12 +124,13 @@ class ServedModel:
         return manifest_stamp(self.model_dir) != self.stamp
 
     async def predict(self, x: Float32Array, m: int | None) -> Answer:
-        """The ensemble's answer for x [n, C, H, W], from the last m loaded snapshots."""
+        """The ensemble's answer for x [n, C, H, W], from the last m loaded snapshots (m None:
+        the served default, the manifest's default_m unless --m is set)."""
         runtime = self.current()
         if m is not None and not 1 <= m <= runtime.m:
             raise BadRequest(f"m must be between 1 and {runtime.m} (the snapshots loaded), got {m}")
         answer, used = await self.batcher.submit(x)
-        take = min(m or used.m, used.m)
+        take = min(m or used.default_m, used.m)
         members = answer.prediction.member_probs[-take:]
         # The batch already combined every loaded member; fewer members need their own figures.
         result = answer.result if take == used.m else combine(members)
@@ -147,7 +148,9 @@ class ServedModel:
         }
         if runtime is not None:
             info |= {
-                "m": runtime.m,
+                "m": runtime.default_m,
+                # Requests may ask for any m up to the snapshots loaded.
+                "loaded_snapshots": [e.cycle for e in runtime.members],
                 "snapshots": [
                     {
                         "cycle": e.cycle,
@@ -155,7 +158,7 @@ class ServedModel:
                         "val_accuracy": e.val_accuracy,
                         "sha256": e.sha256,
                     }
-                    for e in runtime.members
+                    for e in runtime.served
                 ],
                 "execution": runtime.execution,
                 "providers": runtime.providers,

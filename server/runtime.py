@@ -97,21 +97,38 @@ class EnsembleRuntime:
     sessions: list[ort.InferenceSession]
     providers: list[str]
     warnings: list[str] = field(default_factory=list)
+    served_m: int = 0  # what answers average by default (at most what is loaded)
 
     @property
     def m(self) -> int:
+        """The snapshots loaded."""
         return len(self.members)
 
+    @property
+    def default_m(self) -> int:
+        """The snapshots an answer averages unless a request asks for another m."""
+        return min(self.served_m, self.m)
+
+    @property
+    def served(self) -> list[SnapshotEntry]:
+        """The members a default answer averages: the last default_m loaded."""
+        return self.members[-self.default_m :]
+
     @classmethod
-    def load(cls, model_dir: Path, m: int | None, settings: RuntimeSettings) -> EnsembleRuntime:
-        """Load and check the last m snapshots (m: the manifest's default_m when None; at most
-        the number there are). Raises ManifestError or RuntimeLoadError saying why."""
+    def load(
+        cls, model_dir: Path, m: int | None, settings: RuntimeSettings, every_snapshot: bool = False
+    ) -> EnsembleRuntime:
+        """Load and check the last m snapshots (at most the number there are); m None: the
+        manifest's default_m, or with every_snapshot all of them, so that a request may ask
+        for more than the default (the server does). Answers default to m, else the
+        manifest's default_m. Raises ManifestError or RuntimeLoadError saying why."""
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
         if not manifest.snapshots:
             raise ManifestError(f"{model_dir}: no snapshots yet (state {manifest.state})")
         wanted = m or manifest.default_m
-        members = manifest.last(min(wanted, len(manifest.snapshots)))
+        loaded = m or (len(manifest.snapshots) if every_snapshot else manifest.default_m)
+        members = manifest.last(min(loaded, len(manifest.snapshots)))
         warnings = []
         if manifest.training.get("calibration", {}).get("beats_last_member") is False:
             warnings.append(
@@ -167,7 +184,14 @@ class EnsembleRuntime:
             )
             log.warning("GPU NOT IN USE for %s: %s", manifest.name, problems[-1])
         runtime = cls(
-            model_dir, manifest, members, settings.execution, sessions, got, warnings + problems
+            model_dir,
+            manifest,
+            members,
+            settings.execution,
+            sessions,
+            got,
+            warnings + problems,
+            served_m=wanted,
         )
         runtime.run(
             np.zeros((1, *manifest.input.shape[1:]), dtype=np.float32)

@@ -1,0 +1,48 @@
+"""The manifest's default_m is what an answer averages by default; every snapshot is
+loaded, so a request may ask for more (up to all of them) or fewer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from snapens.manifest import read_manifest, write_manifest
+from tests.server.conftest import LiveServer
+
+
+def test_default_m_is_served_and_a_request_may_ask_for_any_loaded_m(
+    serve: Callable[..., LiveServer], digits_repo: Path, digit_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    folder = digits_repo / "digits"
+    manifest = read_manifest(folder)
+    write_manifest(folder, manifest.model_copy(update={"default_m": 2}))
+    server = serve()
+    body = {"instances": digit_images[0][:3].tolist()}
+    with server.client() as http:
+        meta = http.get("/v2/models/digits").json()["parameters"]
+        assert meta["m"] == 2 and meta["loaded_snapshots"] == [1, 2, 3, 4, 5]
+        assert [s["cycle"] for s in meta["snapshots"]] == [4, 5]
+        default = http.post("/v1/models/digits:predict", json=body).json()
+        assert default["m"] == 2 and default["snapshots"] == [4, 5]
+        more = http.post("/v1/models/digits:predict", json={**body, "m": 4}).json()
+        assert more["m"] == 4 and more["snapshots"] == [2, 3, 4, 5]
+        too_many = http.post("/v1/models/digits:predict", json={**body, "m": 6})
+        assert too_many.status_code == 400 and "between 1 and 5" in too_many.json()["error"]
+    # The answers differ as the members averaged do.
+    assert default["predictions"][0]["probabilities"] != more["predictions"][0]["probabilities"]
+
+
+def test_the_server_setting_m_caps_what_is_loaded(
+    serve: Callable[..., LiveServer], digit_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    server = serve(m=3)
+    with server.client() as http:
+        meta = http.get("/v2/models/digits").json()["parameters"]
+        assert meta["m"] == 3 and meta["loaded_snapshots"] == [3, 4, 5]
+        refused = http.post(
+            "/v1/models/digits:predict",
+            json={"instances": digit_images[0][:1].tolist(), "m": 4},
+        )
+        assert refused.status_code == 400
