@@ -13,7 +13,8 @@ from snapens.flags import HelpFormatter, add_grouped_flags
 from snapens.folder import FolderError, ModelFolder
 from snapens.manifest import ManifestError, read_manifest
 from snapens.summary import summarize
-from trainer.config import TrainConfig, build_config, load_config_file
+from trainer.config import TrainConfig
+from trainer.config_file import build_config, load_config_file
 from trainer.errors import UserError
 from trainer.nets import ARCH_HELP
 

@@ -3,48 +3,13 @@
 from __future__ import annotations
 
 import json
-import tomllib
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from snapens.flags import group
-from snapens.validation import one_line
-from trainer.errors import UserError
-
-
-class Schedule(StrEnum):
-    """The learning-rate schedules (`trainer.schedules` builds each)."""
-
-    SGDR = "sgdr"
-    SNAPSHOT = "snapshot"
-    FGE = "fge"
-    COSINE = "cosine"
-    STEP = "step"
-    PLATEAU = "plateau"
-    LIPSCHITZ = "lipschitz"
-
-    @property
-    def cyclic(self) -> bool:
-        """A snapshot per cycle; the others take theirs at evenly spaced epochs."""
-        return self in (Schedule.SGDR, Schedule.SNAPSHOT, Schedule.FGE)
-
-
-class DatasetKind(StrEnum):
-    """Where the examples come from (`trainer.data.load_dataset` loads each)."""
-
-    DIGITS = "digits"
-    IMAGEFOLDER = "imagefolder"
-    NPZ = "npz"
-
-
-class Augment(StrEnum):
-    AUTO = "auto"
-    NONE = "none"
-    CROP_FLIP = "crop-flip"
-
+from trainer.choices import Augment, DatasetKind, Schedule
 
 # The --help groups of the fields (python -m trainer --help): a field without one is listed
 # under "other settings".
@@ -367,37 +332,3 @@ class TrainConfig(BaseModel):
     def fingerprint(self) -> dict[str, Any]:
         """The settings that determine the result, for checking a resumption."""
         return json.loads(self.model_dump_json(exclude=set(RUNTIME_FIELDS)))  # type: ignore[no-any-return]
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line naming the flag and what was expected."""
-    first = exc.errors()[0]
-    if first["type"] == "extra_forbidden" and first["loc"]:
-        return f"unknown setting {first['loc'][0]!r} in the config file"
-    return one_line(exc, flag=True)
-
-
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a .json or .toml config file into a dict of settings."""
-    if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
-    try:
-        if path.suffix == ".toml":
-            data: Any = tomllib.loads(path.read_text())
-        elif path.suffix == ".json":
-            data = json.loads(path.read_text())
-        else:
-            raise UserError(f"--config {path}: expected a .json or .toml file")
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"--config {path}: not valid {path.suffix[1:].upper()}: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"--config {path}: expected a table of settings at the top level")
-    return {key.replace("-", "_"): value for key, value in data.items()}
-
-
-def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
-    """Flags override the config file; either may be empty."""
-    try:
-        return TrainConfig(**{**file_values, **flag_values})
-    except ValidationError as exc:
-        raise UserError(describe_validation_error(exc)) from None

@@ -19,7 +19,7 @@ import torch
 
 from snapens.atomic import atomic_writer
 from snapens.images import ImageDecodeError, decode_image, is_image_name, probe
-from trainer.config import DatasetKind
+from trainer.choices import DatasetKind
 from trainer.errors import UserError
 
 CACHE_VERSION = 1

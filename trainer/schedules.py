@@ -1,6 +1,6 @@
 """The schedule factory: the snapshot plan and the learning-rate schedule of a config.
 
-This is the one place that tells the schedules apart (`config.Schedule`); the rates
+This is the one place that tells the schedules apart (`choices.Schedule`); the rates
 themselves are in `trainer.rates`.
 
 A `Plan` is plain data fixed before training: the budget in iterations and the
@@ -27,7 +27,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.config import Schedule, TrainConfig
+from trainer.choices import Schedule
+from trainer.config import TrainConfig
 from trainer.errors import UserError
 from trainer.rates import (
     CosineRestarts,

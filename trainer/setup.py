@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from trainer.config import Augment, TrainConfig
+from trainer.choices import Augment
+from trainer.config import TrainConfig
 from trainer.data import Dataset, stratified_split
 from trainer.errors import UserError
 from trainer.nets import Normalized, build_network, default_arch

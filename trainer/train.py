@@ -33,7 +33,8 @@ from snapens.manifest import Manifest
 from trainer import setup
 from trainer.augment import random_crop_flip
 from trainer.checkpoint import check_resume_config, load_checkpoint, save_checkpoint
-from trainer.config import Augment, TrainConfig
+from trainer.choices import Augment
+from trainer.config import TrainConfig
 from trainer.data import Dataset, epoch_batches, iterations_per_epoch, load_dataset
 from trainer.errors import UserError
 from trainer.evaluate import Evaluation, evaluate

@@ -17,7 +17,7 @@ from snapens.atomic import sha256_file
 from snapens.flags import shown_default
 from snapens.manifest import read_manifest, read_snapshot
 from tests.conftest import run_trainer_process
-from trainer.config import Schedule
+from trainer.choices import Schedule
 from trainer.nets import ARCH_HELP
 
 TrainCli = Callable[..., tuple[int, Path]]

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from snapens.manifest import Manifest
-from trainer.config import build_config
+from trainer.config_file import build_config
 from trainer.data import Dataset
 from trainer.manifest_builder import build_manifest
 from trainer.runtime import Runtime

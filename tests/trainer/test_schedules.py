@@ -17,7 +17,9 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
-from trainer.config import Schedule, TrainConfig, build_config
+from trainer.choices import Schedule
+from trainer.config import TrainConfig
+from trainer.config_file import build_config
 from trainer.errors import UserError
 from trainer.rates import (
     CosineRestarts,

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from trainer.config import Augment, TrainConfig, build_config
+from trainer.choices import Augment
+from trainer.config import TrainConfig
+from trainer.config_file import build_config
 from trainer.data import Dataset
 from trainer.setup import (
     build_optimizer,

@@ -1,0 +1,49 @@
+"""Reading the training settings: a .json or .toml config file, merged with the flags
+given, into one validated TrainConfig (or one line naming what to fix)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from snapens.validation import one_line
+from trainer.config import TrainConfig
+from trainer.errors import UserError
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the flag and what was expected."""
+    first = exc.errors()[0]
+    if first["type"] == "extra_forbidden" and first["loc"]:
+        return f"unknown setting {first['loc'][0]!r} in the config file"
+    return one_line(exc, flag=True)
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a .json or .toml config file into a dict of settings."""
+    if not path.is_file():
+        raise UserError(f"--config {path}: no such file")
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(path.read_text())
+        elif path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            raise UserError(f"--config {path}: expected a .json or .toml file")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"--config {path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path}: expected a table of settings at the top level")
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
+    """Flags override the config file; either may be empty."""
+    try:
+        return TrainConfig(**{**file_values, **flag_values})
+    except ValidationError as exc:
+        raise UserError(describe_validation_error(exc)) from None
