@@ -136,3 +136,57 @@ def test_the_checkpoint_is_loaded_without_executing_pickled_code(tmp_path: Path)
     assert result.returncode == 2
     assert "cannot read checkpoint" in result.stderr
     assert not marker.exists()
+
+
+FGE = [
+    "--schedule",
+    "fge",
+    "--epochs",
+    "20",
+    "--fge-fraction",
+    "0.5",
+    "--cycle-epochs",
+    "2",
+    "--swa",
+    "--batch-size",
+    "16",
+    "--name",
+    "run",
+    "--quiet",
+]
+
+
+def test_resume_mid_fge_reproduces_the_uninterrupted_curve_and_its_swa(tmp_path: Path) -> None:
+    reference = run_trainer_process("--repository", str(tmp_path / "a"), *FGE)
+    assert reference.returncode == 0, reference.stderr
+    expected = json.loads((tmp_path / "a" / "run" / "report.json").read_text())
+
+    repo = tmp_path / "b"
+    folder = repo / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "--repository", str(repo), *FGE],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while snapshot_count(folder) < 2 and process.poll() is None:  # inside the FGE cycles
+        time.sleep(0.01)
+    killed = process.poll() is None
+    if killed:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert killed  # the run had cycles left when it was stopped
+    assert_repository_valid(folder)
+    resumed = run_trainer_process("--repository", str(repo), *FGE, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+
+    report = json.loads((folder / "report.json").read_text())
+    assert report["learning_rate"] == expected["learning_rate"]  # the whole curve, exactly
+    assert report["snapshots"] == expected["snapshots"]
+    assert report["swa"] == expected["swa"]  # the running average survived the kill
+    assert report["calibration"] == expected["calibration"]
+    assert assert_repository_valid(folder) == 5
+    assert read_manifest(repo / "run-swa").snapshots[0].sha256 == (
+        read_manifest(tmp_path / "a" / "run-swa").snapshots[0].sha256
+    )
