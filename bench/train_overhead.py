@@ -47,30 +47,34 @@ def cifar_subset(images: int, out: Path) -> Path | None:
     return path
 
 
-def timed_run(args: list[str], repo: Path, snapshots: bool) -> tuple[float, float]:
-    """(training-loop seconds, of which spent in snapshots) of one fresh process."""
+def timed_run(args: list[str], repo: Path, snapshots: bool) -> tuple[float, float, float]:
+    """(training-loop seconds, of which spent in snapshots, seconds of the SWA pass after
+    the loop) of one fresh process."""
     flags = ["--repository", str(repo), "--name", "bench", "--overwrite", "--quiet", *args]
     if not snapshots:
         flags.append("--no-snapshots")
     subprocess.run(
         [sys.executable, "-m", "trainer", *flags], cwd=ROOT, check=True, stdout=subprocess.DEVNULL
     )
-    timing = json.loads((repo / "bench" / "report.json").read_text())["timing"]
-    return timing["train_seconds"], timing["snapshot_seconds"]
+    report = json.loads((repo / "bench" / "report.json").read_text())
+    swa = report.get("swa", {}).get("seconds", 0.0)
+    return report["timing"]["train_seconds"], report["timing"]["snapshot_seconds"], swa
 
 
 def measure(label: str, args: list[str], repeats: int, repo: Path) -> dict[str, float | str]:
-    plain, snap, share = [], [], []
+    plain, snap, share, swa_share = [], [], [], []
     for _ in range(repeats):
         plain.append(timed_run(args, repo, snapshots=False)[0])
-        seconds, in_snapshots = timed_run(args, repo, snapshots=True)
+        seconds, in_snapshots, swa = timed_run(args, repo, snapshots=True)
         snap.append(seconds)
         share.append(in_snapshots / (seconds - in_snapshots))
+        swa_share.append(swa / (seconds - in_snapshots))
     return {
         "run": label,
         "without": statistics.median(plain),
         "with": statistics.median(snap),
         "share": statistics.median(share),
+        "swa": statistics.median(swa_share),
     }
 
 
@@ -86,6 +90,10 @@ def main() -> None:
         repo = Path(tmp)
         digits = ["--dataset", "digits", "--epochs", "50", "--cycles", "5"]
         rows.append(measure("digits, mlp, 50 epochs, 5 snapshots", digits, opts.repeats, repo))
+        fge = ["--dataset", "digits", "--schedule", "fge", "--epochs", "50", "--swa"]
+        fge += ["--fge-fraction", "0.8", "--cycle-epochs", "2"]
+        label = "digits, mlp, 50 epochs, FGE (5 snapshots) + SWA"
+        rows.append(measure(label, fge, opts.repeats, repo))
         subset = cifar_subset(opts.cifar_images, repo)
         if subset is not None:
             args = [
@@ -105,16 +113,21 @@ def main() -> None:
             size = f"{opts.cifar_images} images, {opts.cifar_epochs} epochs"
             label = f"CIFAR-10 {size}, resnet8, 5 snapshots"
             rows.append(measure(label, args, opts.cifar_repeats, repo))
+            base = args[: args.index("--cycles")] + args[args.index("--cycles") + 2 :]
+            fge = [*base, "--schedule", "fge", "--fge-fraction", "0.6", "--cycle-epochs", "2"]
+            fge.append("--swa")
+            label = f"CIFAR-10 {size}, resnet8, FGE + SWA"
+            rows.append(measure(label, fge, opts.cifar_repeats, repo))
     print(
         "| run | loop without snapshots (s) | loop with snapshots (s) | wall-clock ratio "
-        "| time in snapshots / rest of loop |"
+        "| time in snapshots / rest of loop | SWA pass / rest of loop |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         ratio = float(r["with"]) / float(r["without"])
         print(
             f"| {r['run']} | {r['without']:.2f} | {r['with']:.2f} | {ratio:.3f} "
-            f"| {100 * float(r['share']):.1f}% |"
+            f"| {100 * float(r['share']):.1f}% | {100 * float(r['swa']):.1f}% |"
         )
 
 

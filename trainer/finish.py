@@ -3,6 +3,7 @@ write the SWA model when asked, mark the folder complete and write the report.""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +44,7 @@ def finish_run(trainer: Trainer, seconds: float) -> tuple[Manifest, dict[str, An
         }
     manifest = folder.finish(changes)
     if trainer.average is not None and trainer.average.count:
+        began = time.perf_counter()
         network = trainer.average.network(trainer.train_x, cfg.batch_size)
         copy = trainer.fresh_copy()
         result = write_swa_model(
@@ -55,7 +57,8 @@ def finish_run(trainer: Trainer, seconds: float) -> tuple[Manifest, dict[str, An
             trainer.verify_batch,
             trainer.average.count,
         )
-        extra["swa"] = result.figures()
+        # The SWA pass: batch-norm statistics, export, verification, evaluation, the folder.
+        extra["swa"] = result.figures() | {"seconds": time.perf_counter() - began}
     report = write_report(
         folder,
         manifest,
