@@ -1,20 +1,25 @@
-"""CIFAR-10: does the snapshot ensemble beat a single model at the same training budget?
+"""CIFAR-10: when does a snapshot ensemble beat a single model at the same budget?
 
-    python -m experiments.cifar10 --preset cpu     # about two hours on a 2-core CPU
-    python -m experiments.cifar10 --preset full    # a paper-like budget, for a GPU
+    python -m experiments.cifar10 --preset cpu-small   # data-limited: 5,000 images, B = 200
+    python -m experiments.cifar10 --preset cpu         # compute-limited: 45,000, B = 21
+    python -m experiments.cifar10 --preset full        # a paper-like budget, for a GPU
 
-Trains, at the same budget B and with the same network, data, augmentation, batch size
-and weight decay: the single model (step schedule) whose evenly spaced snapshots also
-form the NoCycle ensemble; Snapshot Ensembles with α0 = 0.1 and 0.2; SGDR with
-T_mult = 2; the SingleCycle ensemble (M models of B/M epochs from independent
-initialisations); and the Lipschitz adaptive rate. Every run goes through the normal
-trainer (`python -m trainer`); the α0 = 0.2 Snapshot Ensemble is written into
-`models/cifar10/`, the ensemble the server and the benchmarks serve.
+Each preset trains, at the same budget B and with the same network, data, augmentation,
+batch size and weight decay, with seeds 0, 1 and 2: the single model over B with the step
+schedule and with one cosine decay (their evenly spaced snapshots also form NoCycle
+ensembles), the Snapshot Ensemble with α0 = 0.2, and FGE with its SWA model. The
+compute-limited preset adds, with one seed, α0 = 0.1, SGDR with T_mult = 2, the
+SingleCycle ensemble (M models of B/M epochs from independent initialisations) and the
+Lipschitz adaptive rate. Every run goes through the normal trainer (`python -m trainer`).
 
-Each method's finished result is kept in `experiments/results/<preset>/<method>.json`
-and skipped when the command runs again; an interrupted training run is resumed. The
-held-out split is the trainer's fixed-seed 10% (5,000 images); its predictions are made
-by the served ONNX snapshots through the server's runtime.
+Every figure is taken on the held-out split (the trainer's fixed-seed 10%, 5,000 images)
+through the server's runtime, as trained and as served: temperature-scaled, with the
+served m, both cross-fitted on halves of the split (experiments.crossfit), so nothing is
+tuned on the images it is scored on. Each finished run's result is kept in
+`experiments/results/<preset>/<method>[_s<seed>].json` and skipped when the command runs
+again; an interrupted training run is resumed. After the data-limited preset, the best
+ensemble (lowest mean NLL as served) is copied into `models/cifar10/`, the ensemble the
+server and the benchmarks serve.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +48,38 @@ SERVED_NAME = "cifar10"
 class Preset:
     arch: str
     epochs: int  # B
-    cycles: int  # M
-    sgdr_t0: int  # periods t0, 2·t0, 4·t0, ... fill exactly B
+    cycles: int  # M of the snapshot schedule
+    sgdr_t0: int | None  # periods t0, 2·t0, 4·t0, ... fill exactly B (None: no SGDR run)
+    train_subset: int | None = None  # a fixed stratified subset of the training split
+    fge_fraction: float = 0.7
+    cycle_epochs: int = 2  # FGE
+    seeds: tuple[int, ...] = (0, 1, 2)  # for step, cosine, snapshot α0 = 0.2 and FGE
+    extra_methods: bool = True  # SGDR, α0 = 0.1, SingleCycle and Lipschitz (one seed)
     batch_size: int = 128
     weight_decay: float = 1e-4
     device: str = "auto"
 
 
 PRESETS = {
-    # ResNet-8 at ~45 s per epoch on 2 CPU cores; B = 21 = 3·(1 + 2 + 4) lets every
-    # method, SGDR with T_mult = 2 included, use exactly the same budget with M = 3.
+    # Compute-limited: ResNet-8 at ~45 s per epoch on 2 CPU cores over 45,000 images;
+    # B = 21 = 3·(1 + 2 + 4) lets every method, SGDR with T_mult = 2 included, use the same
+    # budget with M = 3; FGE: 15 epochs of cosine, then three 2-epoch cycles.
     "cpu": Preset(arch="resnet8", epochs=21, cycles=3, sgdr_t0=3),
-    # Paper-like: ResNet-32, B = 210 = 14·(1 + 2 + 4 + 8), M = 6 cycles of 35 epochs.
-    "full": Preset(arch="resnet32", epochs=210, cycles=6, sgdr_t0=14),
+    # Data-limited, the same compute: a fixed 5,000-image training subset (the same
+    # 5,000-image held-out split) for B = 200 epochs, M = 5 cycles of 40 as in the paper;
+    # FGE: 140 epochs of cosine, then fifteen 4-epoch cycles. Members converge here.
+    "cpu-small": Preset(
+        arch="resnet8",
+        epochs=200,
+        cycles=5,
+        sgdr_t0=None,
+        train_subset=5000,
+        cycle_epochs=4,
+        extra_methods=False,
+    ),
+    # Paper-like: ResNet-32, B = 210 = 14·(1 + 2 + 4 + 8), M = 6 cycles of 35 epochs; FGE:
+    # 168 epochs of cosine, then twenty-one 2-epoch cycles.
+    "full": Preset(arch="resnet32", epochs=210, cycles=6, sgdr_t0=14, fge_fraction=0.8),
 }
 
 
@@ -68,24 +92,30 @@ class Run:
 
 @dataclass(frozen=True)
 class Method:
-    key: str
+    key: str  # the result's file name: the method, and _s<seed> past seed 0
+    base: str  # the method, whatever the seed (the summary averages over seeds)
     label: str
     runs: tuple[Run, ...]
+    seed: int = 0
     # Members of the ensemble: the snapshots of the single run, or the last snapshot of each run.
     members_from: str = "snapshots"  # or "runs"
     single_label: str = "final single model"
-    extra: dict[str, Any] = field(default_factory=dict)
+    swa: bool = False  # the run also wrote <name>-swa
 
 
 def methods(preset: Preset, preset_name: str) -> list[Method]:
     b, m = preset.epochs, preset.cycles
 
-    def common(epochs: int) -> tuple[str, ...]:
+    def common(epochs: int, seed: int) -> tuple[str, ...]:
+        subset = ("--train-subset", str(preset.train_subset)) if preset.train_subset else ()
         return (
             "--dataset",
             "imagefolder",
             "--data",
             str(DATA),
+            "--val-fraction",
+            "0.1",
+            *subset,
             "--arch",
             preset.arch,
             "--epochs",
@@ -96,87 +126,84 @@ def methods(preset: Preset, preset_name: str) -> list[Method]:
             str(preset.weight_decay),
             "--device",
             preset.device,
+            "--seed",
+            str(seed),
         )
 
-    def schedule(*args: str) -> tuple[str, ...]:
-        return (*common(b), *args)
+    def seeded(base: str, label: str, seed: int, *args: str, swa: bool = False) -> Method:
+        key = base if seed == 0 else f"{base}_s{seed}"
+        run = Run(key, (*common(b, seed), *args))
+        return Method(key, base, label, (run,), seed=seed, swa=swa)
 
-    served = SERVED_REPOSITORY if preset_name == "cpu" else None
-    return [
-        Method(
-            "step",
-            "Single model (step) / NoCycle snapshots",
-            (Run("step", schedule("--schedule", "step", "--lr", "0.1", "--cycles", str(m))),),
-        ),
-        Method(
+    found: list[Method] = []
+    for seed in preset.seeds:
+        found += [
+            seeded(
+                "step",
+                "Single model (step) / NoCycle snapshots",
+                seed,
+                *("--schedule", "step", "--lr", "0.1", "--cycles", str(m)),
+            ),
+            seeded(
+                "cosine",
+                "Single model (cosine over B) / NoCycle snapshots",
+                seed,
+                *("--schedule", "cosine", "--lr", "0.1", "--cycles", str(m)),
+            ),
+            seeded(
+                "snapshot_a0.2",
+                "Snapshot Ensemble α0 = 0.2",
+                seed,
+                *("--schedule", "snapshot", "--lr", "0.2", "--cycles", str(m)),
+            ),
+            seeded(
+                "fge",
+                "FGE (its SWA model: fge_swa)",
+                seed,
+                *("--schedule", "fge", "--lr", "0.1", "--swa"),
+                *("--fge-fraction", str(preset.fge_fraction)),
+                *("--cycle-epochs", str(preset.cycle_epochs)),
+                swa=True,
+            ),
+        ]
+    if not preset.extra_methods:
+        return found
+    assert preset.sgdr_t0 is not None
+    found += [
+        seeded(
             "snapshot_a0.1",
             "Snapshot Ensemble α0 = 0.1",
-            (
-                Run(
-                    "snapshot_a0.1",
-                    schedule("--schedule", "snapshot", "--lr", "0.1", "--cycles", str(m)),
-                ),
-            ),
+            0,
+            *("--schedule", "snapshot", "--lr", "0.1", "--cycles", str(m)),
         ),
-        Method(
-            "snapshot_a0.2",
-            "Snapshot Ensemble α0 = 0.2",
-            (
-                Run(
-                    SERVED_NAME if served else "snapshot_a0.2",
-                    schedule("--schedule", "snapshot", "--lr", "0.2", "--cycles", str(m)),
-                    served,
-                ),
-            ),
-        ),
-        Method(
+        seeded(
             "sgdr",
             "SGDR T_mult = 2",
-            (
-                Run(
-                    "sgdr",
-                    schedule(
-                        "--schedule",
-                        "sgdr",
-                        "--lr",
-                        "0.1",
-                        "--t0",
-                        str(preset.sgdr_t0),
-                        "--t-mult",
-                        "2",
-                    ),
-                ),
-            ),
+            0,
+            *("--schedule", "sgdr", "--lr", "0.1", "--t0", str(preset.sgdr_t0), "--t-mult", "2"),
         ),
         Method(
+            "single_cycle",
             "single_cycle",
             f"SingleCycle ensemble ({m} models × {b // m} epochs)",
             tuple(
                 Run(
                     f"single_cycle_{i}",
-                    (
-                        *common(b // m),
-                        "--schedule",
-                        "snapshot",
-                        "--lr",
-                        "0.2",
-                        "--cycles",
-                        "1",
-                        "--seed",
-                        str(i),
-                    ),
+                    (*common(b // m, i), "--schedule", "snapshot", "--lr", "0.2", "--cycles", "1"),
                 )
                 for i in range(m)
             ),
             members_from="runs",
             single_label=f"one model of {b // m} epochs",
         ),
-        Method(
+        seeded(
             "lipschitz",
             "Lipschitz adaptive rate (single model)",
-            (Run("lipschitz", schedule("--schedule", "lipschitz", "--cycles", str(m))),),
+            0,
+            *("--schedule", "lipschitz", "--cycles", str(m)),
         ),
     ]
+    return found
 
 
 def train_run(run: Run, preset_name: str, log_dir: Path) -> dict[str, Any]:
@@ -217,25 +244,25 @@ def train_run(run: Run, preset_name: str, log_dir: Path) -> dict[str, Any]:
     }
 
 
-def member_probabilities(folders: list[Path], members_from: str, x: np.ndarray) -> np.ndarray:
-    """[M, N, K] softmax of the members on x, through the server's runtime."""
+def member_logits(folders: list[Path], members_from: str, x: np.ndarray) -> np.ndarray:
+    """[M, N, K] logits (up to a constant per input) of the members on x, through the
+    server's runtime; every snapshot of a folder, at temperature 1."""
+    from experiments.crossfit import logits_of
     from server.runtime import EnsembleRuntime
     from server.settings import RuntimeSettings
 
     settings = RuntimeSettings(providers="auto")
     outputs = []
     for folder in folders:
-        runtime = EnsembleRuntime.load(folder, m=None, settings=settings)
-        members = (
-            runtime.predict_members(x)
-            if members_from == "snapshots"
-            else runtime.predict_members(x, m=1)
-        )
-        outputs.append(members)
+        runtime = EnsembleRuntime.load(folder, m=None, settings=settings, every_snapshot=True)
+        members = runtime.predict_members(x, m=None if members_from == "snapshots" else 1)
+        outputs.append(logits_of(members, runtime.manifest.temperature))
     return np.concatenate(outputs, axis=0)
 
 
 def validation_split() -> tuple[np.ndarray, np.ndarray]:
+    """The trainer's held-out split (10%, split seed 0): a subset of the training split
+    (--train-subset) leaves it as it is."""
     from trainer.data import load_image_folder, stratified_split
 
     data = load_image_folder(DATA, None, None)
@@ -243,24 +270,45 @@ def validation_split() -> tuple[np.ndarray, np.ndarray]:
     return data.x[val].numpy().astype(np.float32), data.y[val].numpy()
 
 
+def _figures(served: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in served.items() if k != "probabilities"}
+
+
 def evaluate(
     method: Method, runs: list[dict[str, Any]], x: np.ndarray, y: np.ndarray
 ) -> dict[str, Any]:
+    """As trained (temperature 1: the last member alone and every last-m ensemble) and as
+    served (the temperature and the served m cross-fitted on halves of the split)."""
+    from experiments.crossfit import cross_fitted
+    from snapens.ensemble import softmax
     from snapens.evaluation import evaluate_members, reliability
 
     folders = [ROOT / r["folder"] for r in runs]
-    members = member_probabilities(folders, method.members_from, x)
-    by_m = evaluate_members(members, y)
-    final = members[-1]
-    single = evaluate_members(final[None], y)[0]
-    return {
-        "single": {k: v for k, v in single.items() if k in ("error", "nll", "ece", "brier")},
-        "by_m": by_m,
+    logits = member_logits(folders, method.members_from, x)
+    probs = softmax(logits)
+    single = evaluate_members(probs[-1:], y)[0]
+    served = cross_fitted(logits, y)
+    result: dict[str, Any] = {
+        "single": {k: single[k] for k in ("error", "nll", "ece", "brier")},
+        "by_m": evaluate_members(probs, y),
+        "calibrated": {
+            "served": _figures(served),
+            "single": _figures(cross_fitted(logits[-1:], y, single=True)),
+        },
         "reliability": {
-            "single": reliability(final, y),
-            "ensemble": reliability(members.mean(axis=0), y),
+            "single": reliability(probs[-1], y),
+            "ensemble": reliability(served["probabilities"], y),
         },
     }
+    if method.swa:
+        swa_folder = folders[0].with_name(folders[0].name + "-swa")
+        swa = member_logits([swa_folder], "snapshots", x)
+        raw = evaluate_members(softmax(swa), y)[0]
+        result["swa"] = {
+            "single": {k: raw[k] for k in ("error", "nll", "ece", "brier")},
+            "calibrated": _figures(cross_fitted(swa, y, single=True)),
+        }
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         result = {
             "method": method.key,
+            "base": method.base,
+            "seed": method.seed,
             "label": method.label,
             "single_label": method.single_label,
             "preset": opts.preset,
@@ -302,17 +352,42 @@ def main(argv: list[str] | None = None) -> int:
             **evaluate(method, runs, *val),
         }
         target.write_text(json.dumps(result, indent=1) + "\n")
+        served = result["calibrated"]["served"]
         print(
-            f"{method.key}: error {result['by_m'][-1]['error']:.4f} "
-            f"(ensemble of {len(result['by_m'])}), "
+            f"{method.key}: served error {served['error']:.4f} NLL {served['nll']:.4f} "
+            f"(temperature-scaled, m {[f['m'] for f in served['folds']]}), "
             f"single {result['single']['error']:.4f}",
             flush=True,
         )
     if val is not None:
         from experiments.report import write_summary
 
-        write_summary(opts.preset, out, [m.key for m in methods(preset, opts.preset)])
+        summary = write_summary(opts.preset, out, [m.key for m in methods(preset, opts.preset)])
+        if opts.preset == SERVED_PRESET and summary.get("best"):
+            install_served(opts.preset, summary["best"])
     return 0
+
+
+SERVED_PRESET = "cpu-small"
+
+
+def install_served(preset_name: str, key: str) -> None:
+    """Copy the seed-0 model folder of method `key` into the served repository as
+    `cifar10` (written beside it, then renamed into place)."""
+    import shutil
+
+    from snapens.manifest import read_manifest, write_manifest
+
+    source = WORK / preset_name / key
+    target = SERVED_REPOSITORY / SERVED_NAME
+    staging = SERVED_REPOSITORY / f".{SERVED_NAME}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint"))
+    write_manifest(staging, read_manifest(staging).model_copy(update={"name": SERVED_NAME}))
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    print(f"served: {key} of the {preset_name} preset is now {target.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""Summary of a finished experiment: summary.json, summary.md (the README table) and
-plots: error against ensemble size for every method, the reliability diagram of the
-single model against the snapshot ensemble, and validation error against epoch."""
+"""Summary of a finished experiment: summary.json, summary.md (the README table, mean ±
+standard deviation over seeds, every figure as served: temperature-scaled, the served m
+cross-fitted) and plots: error against ensemble size for every method (seed 0, as
+trained), the reliability diagram of the cosine single model against the best ensemble,
+and validation error against epoch."""
 
 from __future__ import annotations
 
@@ -8,78 +10,99 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from trainer.plots import readable_y
 
-SERVED = "snapshot_a0.2"  # the ensemble written into models/cifar10 and served
+METRICS = ("error", "nll", "ece", "brier", "auroc_mutual_information")
+ENSEMBLES = ("snapshot_a0.2", "fge")  # candidates for the best ensemble
+SINGLES = ("cosine", "step")  # the single models it must beat
+
+
+def _stat(values: list[float | None]) -> dict[str, float | int | None]:
+    """Mean and (sample) standard deviation over seeds; None where a value is missing."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return {"mean": None, "std": None, "seeds": 0}
+    std = float(np.std(present, ddof=1)) if len(present) > 1 else 0.0
+    return {"mean": float(np.mean(present)), "std": std, "seeds": len(present)}
+
+
+def _row(name: str, key: str, figures: list[dict[str, Any]], wall: list[float]) -> dict[str, Any]:
+    return {
+        "method": name,
+        "key": key,
+        **{metric: _stat([f.get(metric) for f in figures]) for metric in METRICS},
+        "m": sorted({fold["m"] for f in figures for fold in f.get("folds", [])}),
+        "wall_minutes": _stat([w / 60 for w in wall]),
+    }
 
 
 def _rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One table row per method; the step run yields both the single model and NoCycle."""
+    """Per method, averaged over its seeds: the single model as served (temperature-scaled),
+    the ensemble as served (temperature and m cross-fitted), and FGE's SWA model."""
+    by_base: dict[str, list[dict[str, Any]]] = {}
+    for result in results.values():
+        by_base.setdefault(result.get("base", result["method"]), []).append(result)
     rows = []
-    for key, result in results.items():
-        full = result["by_m"][-1]
-        wall = sum(run["train_seconds"] for run in result["runs"])
-        if key == "step":
+    for base, group in by_base.items():
+        wall = [sum(run["train_seconds"] for run in r["runs"]) for r in group]
+        label = group[0]["label"]
+        if base in SINGLES:
+            singles = [r["calibrated"]["single"] for r in group]
+            rows.append(_row(f"Single model ({base})", base, singles, wall))
             rows.append(
-                {
-                    "method": "Single model (step)",
-                    "key": "single",
-                    "m": 1,
-                    **result["single"],
-                    "auroc_mutual_information": None,
-                    "wall_seconds": wall,
-                }
+                _row(
+                    f"NoCycle ensemble ({base} run)",
+                    f"nocycle_{base}",
+                    [r["calibrated"]["served"] for r in group],
+                    wall,
+                )
             )
-            rows.append(
-                {
-                    "method": "NoCycle snapshot ensemble",
-                    "key": "nocycle",
-                    **full,
-                    "wall_seconds": wall,
-                }
-            )
-        else:
-            rows.append(
-                {
-                    "method": result["label"],
-                    "key": key,
-                    **full,
-                    "wall_seconds": wall,
-                    "single_error": result["single"]["error"],
-                    "single_label": result["single_label"],
-                }
-            )
+            continue
+        rows.append(_row(label, base, [r["calibrated"]["served"] for r in group], wall))
+        swa = [r["swa"]["calibrated"] for r in group if "swa" in r]
+        if swa:
+            rows.append(_row(f"SWA of {base} (one model)", f"{base}_swa", swa, wall))
     return rows
 
 
 def _checks(rows: list[dict[str, Any]]) -> dict[str, bool]:
+    """The claim, on the means: the best ensemble (lowest NLL) beats both single models in
+    error, NLL and ECE."""
     by_key = {row["key"]: row for row in rows}
-    if not {"single", "nocycle", SERVED} <= set(by_key):
+    ensembles = [by_key[k] for k in ENSEMBLES if k in by_key]
+    singles = [by_key[k] for k in SINGLES if k in by_key]
+    if not ensembles or len(singles) < len(SINGLES):
         return {}
-    se, single, nocycle = by_key[SERVED], by_key["single"], by_key["nocycle"]
-    return {
-        "snapshot ensemble error < single model error": se["error"] < single["error"],
-        "snapshot ensemble error < NoCycle ensemble error": se["error"] < nocycle["error"],
-        "snapshot ensemble NLL < single model NLL": se["nll"] < single["nll"],
-        "snapshot ensemble ECE < single model ECE": se["ece"] < single["ece"],
-    }
+    best = min(ensembles, key=lambda row: row["nll"]["mean"])
+    checks = {}
+    for single in singles:
+        for metric in ("error", "nll", "ece"):
+            name = f"best ensemble ({best['key']}) {metric} < single model ({single['key']})"
+            checks[name] = best[metric]["mean"] < single[metric]["mean"]
+    return checks
+
+
+def _cell(stat: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
+    if stat["mean"] is None:
+        return "–"
+    text = f"{scale * stat['mean']:.{digits}f}"
+    return text + (f" ± {scale * stat['std']:.{digits}f}" if stat["seeds"] > 1 else "")
 
 
 def _markdown(rows: list[dict[str, Any]], checks: dict[str, bool]) -> str:
     lines = [
-        "| method | m | error % | NLL | ECE % | Brier | AUROC (MI → error) "
-        "| final single model error % | wall time (min) |",
+        "| method | seeds | served m | error % | NLL | ECE % | Brier | AUROC (MI → error) "
+        "| wall time (min) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        auroc = f"{r['auroc_mutual_information']:.3f}" if r.get("auroc_mutual_information") else "–"
-        single = (
-            f"{100 * r['single_error']:.2f} ({r['single_label']})" if "single_error" in r else "–"
-        )
         lines.append(
-            f"| {r['method']} | {r['m']} | {100 * r['error']:.2f} | {r['nll']:.4f} "
-            f"| {100 * r['ece']:.2f} | {r['brier']:.4f} | {auroc} | {single} "
-            f"| {r['wall_seconds'] / 60:.1f} |"
+            f"| {r['method']} | {r['error']['seeds']} | {', '.join(map(str, r['m'])) or '1'} "
+            f"| {_cell(r['error'], 100)} | {_cell(r['nll'], digits=4)} | {_cell(r['ece'], 100)} "
+            f"| {_cell(r['brier'], digits=4)} | {_cell(r['auroc_mutual_information'], digits=3)} "
+            f"| {_cell(r['wall_minutes'], digits=1)} |"
         )
     if checks:
         lines.append("")
@@ -96,23 +119,19 @@ def plot_figures(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from matplotlib.ticker import MaxNLocator
 
     figures: dict[str, Any] = {}
+    results = {k: r for k, r in results.items() if r.get("seed", 0) == 0}
     fig, ax = plt.subplots(figsize=(6.5, 4))
     errors: list[float] = []
     for key, result in results.items():
         ms = [row["m"] for row in result["by_m"]]
-        label = "NoCycle (step run)" if key == "step" else result["label"]
+        label = f"NoCycle ({key} run)" if key in SINGLES else result["label"]
         curve = [100 * row["error"] for row in result["by_m"]]
         errors += curve
         ax.plot(ms, curve, "o-", label=label)
-    if "step" in results:
-        errors.append(100 * results["step"]["single"]["error"])
-        ax.axhline(
-            errors[-1],
-            color="k",
-            ls="--",
-            lw=1,
-            label="single model (step)",
-        )
+    for style, key in zip(("--", ":"), SINGLES, strict=True):
+        if key in results:
+            errors.append(100 * results[key]["single"]["error"])
+            ax.axhline(errors[-1], color="k", ls=style, lw=1, label=f"single model ({key})")
     ax.set(
         xlabel="ensemble size m (last m members)",
         ylabel="validation error (%)",
@@ -123,12 +142,15 @@ def plot_figures(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     ax.legend(fontsize=7)
     figures["error_vs_ensemble_size.png"] = fig
 
-    if SERVED in results and "step" in results:
+    ensembles = [k for k in ENSEMBLES if k in results]
+    single = next((k for k in SINGLES if k in results), None)
+    if ensembles and single is not None:
+        best = min(ensembles, key=lambda k: results[k]["calibrated"]["served"]["nll"])
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         ax.plot([0, 1], [0, 1], "k:", lw=1)
         for label, bins in (
-            ("single model (step)", results["step"]["reliability"]["single"]["bins"]),
-            ("snapshot ensemble α0=0.2", results[SERVED]["reliability"]["ensemble"]["bins"]),
+            (f"single model ({single})", results[single]["reliability"]["single"]["bins"]),
+            (f"{best}, as served", results[best]["reliability"]["ensemble"]["bins"]),
         ):
             used = [b for b in bins if b["count"]]
             ax.plot(
@@ -182,7 +204,9 @@ def write_summary(preset: str, out: Path, methods: list[str]) -> dict[str, Any]:
     }
     rows = _rows(results)
     checks = _checks(rows)
-    summary = {"preset": preset, "rows": rows, "checks": checks}
+    ensembles = [row for row in rows if row["key"] in ENSEMBLES]
+    best = min(ensembles, key=lambda row: row["nll"]["mean"])["key"] if ensembles else None
+    summary = {"preset": preset, "rows": rows, "checks": checks, "best": best}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     table = _markdown(rows, checks)
     (out / "summary.md").write_text(table)

@@ -1,8 +1,8 @@
 """The final check: the ensemble in `models/cifar10/` is served by a real server, and the
 held-out split sent through the v2 endpoint (tritonclient, binary tensors) gets the
-error the experiment reported for it.
+error the runtime gives in-process for the same members at the same temperature.
 
-    python -m experiments.served_check [--preset cpu]
+    python -m experiments.served_check [--preset cpu-small]
 """
 
 from __future__ import annotations
@@ -84,16 +84,22 @@ def served_labels(port: int, x: np.ndarray) -> tuple[np.ndarray, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--preset", default="cpu", help="whose results to compare with")
+    parser.add_argument("--preset", default="cpu-small", help="where to write the check")
     opts = parser.parse_args(argv)
-    reported_file = RESULTS / opts.preset / "snapshot_a0.2.json"
-    if not DATA.is_file() or not reported_file.is_file():
-        print(f"skipped: needs {DATA} and {reported_file} (python -m experiments.cifar10)")
+    folder = SERVED_REPOSITORY / SERVED_NAME
+    if not DATA.is_file() or not (folder / "manifest.json").is_file():
+        print(f"skipped: needs {DATA} and {folder} (python -m experiments.cifar10)")
         return 0
-    from experiments.cifar10 import validation_split
+    from experiments.cifar10 import member_logits, validation_split
+    from snapens.calibration import member_probabilities
+    from snapens.manifest import read_manifest
 
     x, y = validation_split()
-    reported = json.loads(reported_file.read_text())
+    manifest = read_manifest(folder)
+    # What the experiment's path (the runtime in-process) gives for the served members at
+    # the served temperature.
+    logits = member_logits([folder], "snapshots", x)[-manifest.default_m :]
+    ensemble = member_probabilities(logits, manifest.temperature).mean(axis=0)
     port = free_port()
     server = serve(port)
     try:
@@ -103,13 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    expected = next(row for row in reported["by_m"] if row["m"] == m)["error"]
+    expected = float((ensemble.argmax(axis=-1) != y).mean())
     error = float((labels != y).mean())
     check = {
         "endpoint": f"POST /v2/models/{SERVED_NAME}/infer (tritonclient.http, binary tensors)",
         "rows": len(y),
         "m": m,
         "served_error": error,
+        "temperature": manifest.temperature,
         "experiment_error": expected,
         "same": bool(abs(error - expected) < 0.5 / len(y)),
         "seconds": seconds,

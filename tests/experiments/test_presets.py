@@ -1,0 +1,32 @@
+"""Every run of every preset is one the trainer accepts: its flags parse into a valid
+configuration whose plan fits the budget (checked without the data or any training)."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.cifar10 import PRESETS, methods
+from trainer.cli import build_parser
+from trainer.config_file import build_config
+from trainer.schedules import make_plan
+
+# CIFAR-10's 45,000 training images at batch 128 (the subset preset's 5,000: 39).
+ITERATIONS_PER_EPOCH = {"cpu": 351, "cpu-small": 39, "full": 351}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_run_of_the_preset_is_a_valid_trainer_run(name: str) -> None:
+    preset = PRESETS[name]
+    found = methods(preset, name)
+    assert len({m.key for m in found}) == len(found)  # one result file each
+    for base in ("step", "cosine", "snapshot_a0.2", "fge"):
+        assert [m.seed for m in found if m.base == base] == list(preset.seeds)
+    for method in found:
+        for run in method.runs:
+            flags = vars(build_parser().parse_args(list(run.args)))
+            cfg = build_config({}, flags)
+            plan = make_plan(cfg, ITERATIONS_PER_EPOCH[name])
+            assert plan.epochs in (preset.epochs, preset.epochs // preset.cycles), run.name
+            if method.base == "fge":
+                assert cfg.swa and plan.cycles >= 2
+            assert cfg.train_subset == preset.train_subset
