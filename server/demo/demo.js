@@ -105,15 +105,18 @@ async function selectModel(name) {
   const info = $("model-info");
   const slider = $("m");
   if (parameters.ready) {
-    const cycles = parameters.snapshots.map((s) => s.cycle);
+    // Every snapshot is loaded; an answer averages the last m (the served default first).
+    const cycles = parameters.loaded_snapshots || parameters.snapshots.map((s) => s.cycle);
     const [, , height, width] = metadata.inputs[0].shape;
     const colour = parameters.color_mode === "L" ? "greyscale" : "colour";
+    const served =
+      parameters.m < cycles.length ? `, the last ${parameters.m} answer by default` : "";
     info.textContent =
-      `${parameters.m} snapshots loaded (cycles ${cycles[0]}–${cycles.at(-1)}), ` +
+      `${cycles.length} snapshots loaded (cycles ${cycles[0]}–${cycles.at(-1)})${served}, ` +
       `${parameters.classes.length} classes; images are resized to ${width}×${height} ${colour}.`;
-    slider.max = parameters.m;
+    slider.max = cycles.length;
     slider.value = parameters.m;
-    slider.disabled = parameters.m < 2;
+    slider.disabled = cycles.length < 2;
   } else {
     const error = parameters.last_load && parameters.last_load.error;
     info.textContent = `Not ready${error ? `: ${error}` : " yet"}.`;

@@ -264,3 +264,33 @@ def test_report_route_serves_only_the_trainers_report_files(
         paths = http.get("/openapi.json").json()["paths"]
     assert "/v1/models/{name}/report/{file}" in paths
     assert "/" not in paths
+
+
+def test_demo_page_starts_at_the_served_m_and_offers_every_loaded_snapshot(
+    serve: Callable[..., LiveServer],
+    digits_repo: Path,
+    page: Page,
+    digit_images: tuple[np.ndarray, np.ndarray],
+) -> None:
+    from snapens.manifest import read_manifest, write_manifest
+
+    folder = digits_repo / "digits"
+    write_manifest(folder, read_manifest(folder).model_copy(update={"default_m": 2}))
+    server = serve()
+    page.goto(f"{server.url}/")
+    page.select_option("#model", "digits")
+    expect(page.locator("#model-info")).to_contain_text(
+        "5 snapshots loaded (cycles 1–5), the last 2 answer by default"
+    )
+    slider = page.locator("#m")
+    expect(slider).to_have_value("2")
+    expect(slider).to_have_attribute("max", "5")
+    upload: FilePayload = {
+        "name": "digit.png",
+        "mimeType": "image/png",
+        "buffer": digit_png(digit_images[0][0]),
+    }
+    page.set_input_files("#file", files=[upload])
+    expect(page.locator("#votes li")).to_have_count(2)
+    slider.fill("5")
+    expect(page.locator("#votes li")).to_have_count(5)

@@ -184,7 +184,10 @@ def test_resume_mid_fge_reproduces_the_uninterrupted_curve_and_its_swa(tmp_path:
     report = json.loads((folder / "report.json").read_text())
     assert report["learning_rate"] == expected["learning_rate"]  # the whole curve, exactly
     assert report["snapshots"] == expected["snapshots"]
-    assert report["swa"] == expected["swa"]  # the running average survived the kill
+    timing = "seconds"  # how long the SWA pass took: the one figure that may differ
+    assert {k: v for k, v in report["swa"].items() if k != timing} == {
+        k: v for k, v in expected["swa"].items() if k != timing
+    }  # the running average survived the kill
     assert report["calibration"] == expected["calibration"]
     assert assert_repository_valid(folder) == 5
     assert read_manifest(repo / "run-swa").snapshots[0].sha256 == (
