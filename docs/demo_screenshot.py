@@ -36,11 +36,13 @@ def png(pixels: np.ndarray, size: int = 128) -> bytes:
 def most_disputed(url: str) -> np.ndarray:
     """The digit whose snapshots' votes split the most (ties: the most uncertain)."""
     images = load_digits().images
+    predictions = []
     with httpx.Client(base_url=url, timeout=60) as http:
-        answer = http.post(
-            "/v1/models/digits:predict", json={"instances": images.tolist(), "m": 5}
-        ).json()
-    scores = [(p["vote_disagreement"], p["mutual_information"]) for p in answer["predictions"]]
+        for start in range(0, len(images), 256):  # the server's largest request
+            batch = images[start : start + 256].tolist()
+            answer = http.post("/v1/models/digits:predict", json={"instances": batch, "m": 5})
+            predictions += answer.json()["predictions"]
+    scores = [(p["vote_disagreement"], p["mutual_information"]) for p in predictions]
     return np.asarray(images[max(range(len(scores)), key=scores.__getitem__)])
 
 
@@ -64,6 +66,7 @@ def main() -> int:
                 page = browser.new_page(viewport={"width": 1100, "height": 900})
                 page.goto(f"{url}/")
                 page.select_option("#model", "digits")
+                expect(page.locator("#model-info")).to_contain_text("5 snapshots loaded")
                 page.locator("#m").fill("5")
                 upload = {"name": "digit.png", "mimeType": "image/png", "buffer": image}
                 page.set_input_files("#file", files=[upload])  # type: ignore[list-item]
