@@ -4,6 +4,7 @@ written without torch (the `synthetic_digits` folder of tests/conftest.py)."""
 from __future__ import annotations
 
 import io
+import itertools
 import shutil
 import socket
 import threading
@@ -148,3 +149,58 @@ def serve(digits_repo: Path) -> Iterator[Callable[..., LiveServer]]:
 @pytest.fixture
 def server(serve: Callable[..., LiveServer]) -> LiveServer:
     return serve()
+
+
+class ServedSetWatch:
+    """Clients asking a live server while its model's snapshot set changes: three asking
+    threads, each recording the sets that answered it in order (its requests are
+    sequential, so each should see sets only grow; across threads answers may land out of
+    order), the requests that failed, and any readiness answer other than 200."""
+
+    def __init__(self, server: LiveServer, body: dict[str, Any], askers: int = 3) -> None:
+        self.server, self.body = server, body
+        self.seen_sets: list[list[list[int]]] = [[] for _ in range(askers)]
+        self.failures: list[str] = []
+        self.not_ready: list[int] = []
+        self._stop = threading.Event()
+        self.workers = [threading.Thread(target=self._ask, args=(s,)) for s in self.seen_sets]
+        self.workers.append(threading.Thread(target=self._watch_readiness))
+
+    def _ask(self, seen: list[list[int]]) -> None:
+        with self.server.client() as http:
+            while not self._stop.is_set():
+                response = http.post("/v1/models/digits:predict", json=self.body)
+                if response.status_code != 200:
+                    self.failures.append(f"{response.status_code} {response.text}")
+                else:
+                    snapshots = response.json()["snapshots"]
+                    if not seen or seen[-1] != snapshots:
+                        seen.append(snapshots)
+
+    def _watch_readiness(self) -> None:
+        with self.server.client() as http:
+            while not self._stop.is_set():
+                code = http.get("/v2/models/digits/ready").status_code
+                if code != 200:
+                    self.not_ready.append(code)
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for worker in self.workers:
+            if worker.is_alive():
+                worker.join()
+
+    def every_asker_saw(self, snapshots: list[int]) -> bool:
+        return all(seen[-1:] == [snapshots] for seen in self.seen_sets)
+
+    def assert_swaps_were_seamless(self) -> None:
+        assert self.failures == []  # not one request failed across the swaps
+        assert self.not_ready == []  # readiness never dropped
+        sets = {tuple(s) for seen in self.seen_sets for s in seen}
+        assert len(sets) >= 2  # the set grew while asked
+        for seen in self.seen_sets:
+            assert all(len(a) < len(b) for a, b in itertools.pairwise(seen))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from server import cli
 from server.score import cli as score_cli
 from server.settings import RuntimeSettings, ServerSettings
+from tests.help_text import help_entries
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,22 +74,6 @@ def flags(parser: argparse.ArgumentParser, title: str | None = None) -> dict[str
         for a in g._group_actions
         if a.option_strings and a.dest != "help"
     }
-
-
-def help_entries(text: str) -> dict[str, str]:
-    """Each option's entry of a --help text, its wrapped lines joined: flag -> text."""
-    entries: dict[str, str] = {}
-    current = None
-    for line in text.splitlines():
-        match = re.match(r"  (--[a-z-]+)", line)
-        if match:
-            current = match.group(1)
-            entries[current] = line.strip()
-        elif current is not None and line.startswith("    "):
-            entries[current] += " " + line.strip()
-        else:
-            current = None
-    return entries
 
 
 def test_every_server_setting_has_a_flag_but_the_secret() -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import numpy as np
 
 from snapens.manifest import read_manifest
 from snapens.synthetic import write_model_folder
-from tests.server.conftest import LiveServer, copy_model, wait_until
+from tests.server.conftest import LiveServer, ServedSetWatch, copy_model, wait_until
 
 
 def test_hot_reload_while_snapshots_are_written(
@@ -27,35 +25,7 @@ def test_hot_reload_while_snapshots_are_written(
     repo.mkdir()
     server = serve(repo, poll_interval_s=0.1)
 
-    # Per asking thread: its requests are sequential, so each sees a set at least as large
-    # as the one before (across threads, answers may land out of order).
-    seen_sets: list[list[list[int]]] = [[] for _ in range(3)]
-    failures: list[str] = []
-    not_ready: list[int] = []
-    stop = threading.Event()
-    body = {"instances": digit_images[0][:4].tolist()}
-
-    def ask(seen: list[list[int]]) -> None:
-        with server.client() as http:
-            while not stop.is_set():
-                response = http.post("/v1/models/digits:predict", json=body)
-                if response.status_code != 200:
-                    failures.append(f"{response.status_code} {response.text}")
-                else:
-                    snapshots = response.json()["snapshots"]
-                    if not seen or seen[-1] != snapshots:
-                        seen.append(snapshots)
-
-    def watch_readiness() -> None:
-        with server.client() as http:
-            while not stop.is_set():
-                code = http.get("/v2/models/digits/ready").status_code
-                if code != 200:
-                    not_ready.append(code)
-
-    workers = [threading.Thread(target=ask, args=(seen,)) for seen in seen_sets] + [
-        threading.Thread(target=watch_readiness)
-    ]
+    watch = ServedSetWatch(server, {"instances": digit_images[0][:4].tolist()})
 
     def served(cycle: int) -> None:
         """After each snapshot is listed: the first starts the clients once the model is
@@ -63,9 +33,8 @@ def test_hot_reload_while_snapshots_are_written(
         if cycle == 1:
             url = f"{server.url}/v2/models/digits/ready"
             wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, timeout=60)
-            for worker in workers:
-                worker.start()
-        wait_until(lambda: all(bool(seen) and seen[-1][-1] == cycle for seen in seen_sets))
+            watch.start()
+        wait_until(lambda: all(bool(seen) and seen[-1][-1] == cycle for seen in watch.seen_sets))
 
     def metadata() -> dict[str, Any]:
         with server.client() as http:
@@ -77,18 +46,11 @@ def test_hot_reload_while_snapshots_are_written(
         write_model_folder(
             repo, "digits", images, labels, pixel_range=(0, 16), after_snapshot=served
         )
-        wait_until(lambda: all(seen[-1:] == [[1, 2, 3, 4, 5]] for seen in seen_sets), timeout=30)
+        wait_until(lambda: watch.every_asker_saw([1, 2, 3, 4, 5]), timeout=30)
         wait_until(lambda: metadata()["training_state"] == "complete")
     finally:
-        stop.set()
-        for worker in workers:
-            if worker.is_alive():
-                worker.join()
-    assert failures == []  # not one request failed across the swaps
-    assert not_ready == []  # readiness never dropped
-    assert len({tuple(s) for seen in seen_sets for s in seen}) >= 2  # the set grew while asked
-    for seen in seen_sets:
-        assert all(len(a) < len(b) for a, b in itertools.pairwise(seen))
+        watch.stop()
+    watch.assert_swaps_were_seamless()
     meta = metadata()
     assert meta["m"] == 5 and meta["training_state"] == "complete"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from snapens.atomic import sha256_file
 from snapens.flags import shown_default
 from snapens.manifest import read_manifest, read_snapshot
 from tests.conftest import run_trainer_process
+from tests.help_text import help_entries
 from trainer.choices import Schedule
 from trainer.nets import ARCH_HELP
 
@@ -376,22 +376,6 @@ TODAYS_FLAGS = {
 }  # fmt: skip
 
 
-def _help_entries(text: str) -> dict[str, str]:
-    """Each option's entry of a --help text, its wrapped lines joined: flag -> text."""
-    entries: dict[str, str] = {}
-    current = None
-    for line in text.splitlines():
-        match = re.match(r"  (--[a-z0-9-]+)", line)
-        if match:
-            current = match.group(1)
-            entries[current] = line.strip()
-        elif current is not None and line.startswith("    "):
-            entries[current] += " " + line.strip()
-        else:
-            current = None
-    return entries
-
-
 def test_every_setting_has_a_flag_whose_help_shows_its_description_and_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -404,7 +388,7 @@ def test_every_setting_has_a_flag_whose_help_shows_its_description_and_default(
     assert set(made) == set(TrainConfig.model_fields) - NO_FLAG
     assert {option for strings in made.values() for option in strings} >= TODAYS_FLAGS
     assert made["nesterov"] == ["--nesterov", "--no-nesterov"]
-    entries = _help_entries(parser.format_help())
+    entries = help_entries(parser.format_help())
     for name, options in made.items():
         info = TrainConfig.model_fields[name]
         assert info.description, name
