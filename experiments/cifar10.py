@@ -320,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         help="train only, or train (skipping what is done), evaluate and report",
     )
+    parser.add_argument(
+        "--methods",
+        help="comma-separated methods or result names to run now, in this order (e.g. "
+        "cosine,fge,snapshot_a0.2_s1); default: all, in the preset's order",
+    )
     opts = parser.parse_args(argv)
     if not DATA.is_file():
         print(
@@ -331,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / opts.preset
     out.mkdir(parents=True, exist_ok=True)
     val = validation_split() if opts.stage == "all" else None
-    for method in methods(preset, opts.preset):
+    for method in selected(methods(preset, opts.preset), opts.methods):
         target = out / f"{method.key}.json"
         if target.is_file():
             print(f"{method.key}: done earlier ({target.relative_to(ROOT)})")
@@ -369,6 +374,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 SERVED_PRESET = "cpu-small"
+
+
+def selected(found: list[Method], names: str | None) -> list[Method]:
+    """The methods named (a method's name takes every seed; a result name one run), in
+    the order named; all of them when none is."""
+    if names is None:
+        return found
+    chosen: list[Method] = []
+    for name in (n.strip() for n in names.split(",")):
+        matches = [m for m in found if name in (m.key, m.base) and m not in chosen]
+        if not matches:
+            known = ", ".join(sorted({m.base for m in found}))
+            raise SystemExit(f"--methods: no method {name!r} in this preset ({known})")
+        chosen += matches
+    return chosen
 
 
 def install_served(preset_name: str, key: str) -> None:

@@ -30,3 +30,14 @@ def test_every_run_of_the_preset_is_a_valid_trainer_run(name: str) -> None:
             if method.base == "fge":
                 assert cfg.swa and plan.cycles >= 2
             assert cfg.train_subset == preset.train_subset
+
+
+def test_methods_can_be_chosen_by_name_in_order() -> None:
+    from experiments.cifar10 import selected
+
+    found = methods(PRESETS["cpu-small"], "cpu-small")
+    chosen = selected(found, "fge_s1,cosine")
+    assert [m.key for m in chosen] == ["fge_s1", "cosine", "cosine_s1", "cosine_s2"]
+    assert selected(found, None) == found
+    with pytest.raises(SystemExit, match="no method 'sgdr'"):
+        selected(found, "sgdr")
