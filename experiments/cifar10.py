@@ -322,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--methods",
-        help="comma-separated methods or result names to run now, in this order (e.g. "
-        "cosine,fge,snapshot_a0.2_s1); default: all, in the preset's order",
+        help="comma-separated results to run now, in this order (e.g. cosine,fge_s1; "
+        "fge* for every seed of a method); default: all, in the preset's order",
     )
     opts = parser.parse_args(argv)
     if not DATA.is_file():
@@ -377,13 +377,16 @@ SERVED_PRESET = "cpu-small"
 
 
 def selected(found: list[Method], names: str | None) -> list[Method]:
-    """The methods named (a method's name takes every seed; a result name one run), in
-    the order named; all of them when none is."""
+    """The methods named, in the order named (a result name, e.g. `fge` or `fge_s1`, is
+    that one run; `fge*` is every seed of it); all of them when none is."""
     if names is None:
         return found
     chosen: list[Method] = []
     for name in (n.strip() for n in names.split(",")):
-        matches = [m for m in found if name in (m.key, m.base) and m not in chosen]
+        if name.endswith("*"):
+            matches = [m for m in found if m.base == name[:-1] and m not in chosen]
+        else:
+            matches = [m for m in found if m.key == name and m not in chosen]
         if not matches:
             known = ", ".join(sorted({m.base for m in found}))
             raise SystemExit(f"--methods: no method {name!r} in this preset ({known})")
