@@ -114,7 +114,21 @@ def plot_figures(report: dict[str, Any]) -> dict[str, Any]:
         )
         # Equal errors (a flat curve) read as their value on a 1-point wide axis.
         readable_y(ax, ensemble + singles, min_span=1.0)
-        ax.legend()
+        handles, labels = ax.get_legend_handles_labels()
+        calibration = report.get("calibration")
+        if calibration:  # the served m: the m >= 2 of lowest NLL, each at its temperature
+            nll_axis = ax.twinx()
+            nll = calibration["nll_by_m"]
+            (line,) = nll_axis.plot(ks, nll, "^:", color="C2", label="NLL, temperature-scaled")
+            served = calibration["default_m"]
+            (mark,) = nll_axis.plot(
+                [served], [nll[served - 1]], "*", color="C3", ms=13, label=f"served: m = {served}"
+            )
+            nll_axis.set_ylabel("validation NLL")
+            plain_ticks(nll_axis)
+            handles += [line, mark]
+            labels += [line.get_label(), mark.get_label()]
+        ax.legend(handles, labels, fontsize=7)
         figures["ensemble_size.png"] = fig
 
         matrix = 100 * np.array(report["pairwise_disagreement"]["matrix"], dtype=np.float64)

@@ -108,3 +108,19 @@ def test_the_learning_rate_curve_is_read_from_the_schedule_and_thinned() -> None
     assert curve["lr"] == [rates[s - 1] for s in steps]  # step s ran at lr_at(s - 1)
     short = learning_rate_curve(rates.__getitem__, 10, [5, 10, 20])
     assert short == {"step": [float(s) for s in range(1, 11)], "lr": [rates[s] for s in range(10)]}
+
+
+def test_the_ensemble_size_plot_shows_the_calibrated_nll_and_the_served_m() -> None:
+    report = flat_report([0.1, 0.12, 0.11], 0.1)
+    report["calibration"] = {"nll_by_m": [0.40, 0.35, 0.37], "default_m": 2}
+    fig = plot_figures(report)["ensemble_size.png"]
+    try:
+        error_axis, nll_axis = fig.axes
+        assert nll_axis.get_ylabel() == "validation NLL"
+        curve, served = nll_axis.get_lines()
+        assert list(curve.get_ydata()) == [0.40, 0.35, 0.37]
+        assert list(served.get_xdata()) == [2] and list(served.get_ydata()) == [0.35]
+        labels = [t.get_text() for t in error_axis.get_legend().get_texts()]
+        assert "served: m = 2" in labels
+    finally:
+        plt.close(fig)
