@@ -129,11 +129,11 @@ class ServedModel:
         runtime = self.current()
         if m is not None and not 1 <= m <= runtime.m:
             raise BadRequest(f"m must be between 1 and {runtime.m} (the snapshots loaded), got {m}")
-        answer, used = await self.batcher.submit(x)
+        answer, used = await self.batcher.submit(x, m)
         take = min(m or used.default_m, used.m)
         members = answer.prediction.member_probs[-take:]
-        # The batch already combined every loaded member; fewer members need their own figures.
-        result = answer.result if take == used.m else combine(members)
+        # The batch combined the served members; another m needs its own figures.
+        result = answer.result if take == used.default_m else combine(members)
         for value in result.mutual_information:
             self.metrics.mutual_information.labels(self.name).observe(float(value))
         cycles = [e.cycle for e in used.members[-take:]]

@@ -5,6 +5,11 @@ Shared by the HTTP server and the batch scorer. Two execution paths give the sam
 numbers: `fused` (one graph, one session.run per batch; see server.fusion) and
 `per-member` (one session per snapshot, kept for comparison). Which providers the
 sessions ask for is server.providers' choice.
+
+The members are run in two groups: the served ones (the last default_m, what a default
+answer averages) and the earlier ones, loaded so that a request may ask for a larger m.
+A batch runs the earlier group only when one of its requests asks for them, so loading
+every snapshot costs memory, not time.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = [
     "BatchAnswer",
     "EnsembleRuntime",
     "Float32Array",
+    "MemberGroup",
     "Prediction",
     "RuntimeLoadError",
     "session_options",
@@ -74,7 +80,8 @@ class Prediction:
 
 @dataclass(frozen=True)
 class BatchAnswer:
-    """A batch's member probabilities and the ensemble's answer from all of them."""
+    """A batch's member probabilities (the last k loaded, at least the served) and the
+    ensemble's answer from the served members."""
 
     prediction: Prediction
     result: EnsembleResult
@@ -86,6 +93,28 @@ class BatchAnswer:
         return BatchAnswer(part, self.result.rows(start, stop))
 
 
+@dataclass(frozen=True)
+class MemberGroup:
+    """Consecutive members run together: one fused session, or one session per member."""
+
+    size: int
+    sessions: list[ort.InferenceSession]
+    execution: Execution
+    manifest: Manifest
+
+    def run(self, x: Float32Array) -> Prediction:
+        feed = {self.manifest.input.name: x}
+        if self.execution == Execution.FUSED:
+            member_probs, mean = self.sessions[0].run([MEMBER_PROBABILITIES, PROBABILITIES], feed)
+            return Prediction(member_probs, mean)
+        output = self.manifest.output.name
+        temperature = self.manifest.temperature
+        stacked = np.stack(
+            [softmax(s.run([output], feed)[0] / temperature) for s in self.sessions]
+        ).astype(np.float32)
+        return Prediction(stacked, stacked.mean(axis=0))
+
+
 @dataclass
 class EnsembleRuntime:
     """The last m snapshots of one model, on onnxruntime sessions."""
@@ -94,10 +123,9 @@ class EnsembleRuntime:
     manifest: Manifest
     members: list[SnapshotEntry]
     execution: Execution
-    sessions: list[ort.InferenceSession]
+    groups: list[MemberGroup]  # the earlier members (if any are loaded), then the served
     providers: list[str]
     warnings: list[str] = field(default_factory=list)
-    served_m: int = 0  # what answers average by default (at most what is loaded)
 
     @property
     def m(self) -> int:
@@ -107,12 +135,16 @@ class EnsembleRuntime:
     @property
     def default_m(self) -> int:
         """The snapshots an answer averages unless a request asks for another m."""
-        return min(self.served_m, self.m)
+        return self.groups[-1].size
 
     @property
     def served(self) -> list[SnapshotEntry]:
         """The members a default answer averages: the last default_m loaded."""
         return self.members[-self.default_m :]
+
+    @property
+    def sessions(self) -> list[ort.InferenceSession]:
+        return [s for group in self.groups for s in group.sessions]
 
     @classmethod
     def load(
@@ -154,21 +186,27 @@ class EnsembleRuntime:
         options = session_options(settings)
         per_provider = provider_options(providers, settings)
         io = manifest.input.name, manifest.output.name
-        try:
+
+        def group(part: list[onnx.ModelProto]) -> MemberGroup:
             if settings.execution == Execution.FUSED:
-                fused = fuse(graphs, *io, manifest.temperature).SerializeToString()
+                fused = fuse(part, *io, manifest.temperature).SerializeToString()
                 sessions = [ort.InferenceSession(fused, options, providers, per_provider)]
             else:
                 sessions = [
                     ort.InferenceSession(g.SerializeToString(), options, providers, per_provider)
-                    for g in graphs
+                    for g in part
                 ]
+            return MemberGroup(len(part), sessions, settings.execution, manifest)
+
+        served = min(wanted, len(graphs))
+        try:
+            groups = [group(part) for part in (graphs[:-served], graphs[-served:]) if part]
         except Exception as exc:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(
                 f"{model_dir}: onnxruntime cannot load the snapshots: {exc}"
             ) from None
 
-        got = sessions[0].get_providers()
+        got = groups[0].sessions[0].get_providers()
         problems = [choice.skipped] if choice.skipped else []
         asked_gpu = [p for p in providers if p in GPU_PROVIDERS]
         lost = [p for p in asked_gpu if p not in got]
@@ -184,14 +222,7 @@ class EnsembleRuntime:
             )
             log.warning("GPU NOT IN USE for %s: %s", manifest.name, problems[-1])
         runtime = cls(
-            model_dir,
-            manifest,
-            members,
-            settings.execution,
-            sessions,
-            got,
-            warnings + problems,
-            served_m=wanted,
+            model_dir, manifest, members, settings.execution, groups, got, warnings + problems
         )
         runtime.run(
             np.zeros((1, *manifest.input.shape[1:]), dtype=np.float32)
@@ -205,35 +236,44 @@ class EnsembleRuntime:
         )
         return runtime
 
-    def run(self, x: Float32Array) -> Prediction:
-        """Member probabilities (softmax of logits / the manifest's temperature) and their
-        mean for a batch x [N, C, H, W] of raw pixels."""
-        feed = {self.manifest.input.name: x}
-        if self.execution == Execution.FUSED:
-            member_probs, mean = self.sessions[0].run([MEMBER_PROBABILITIES, PROBABILITIES], feed)
-            return Prediction(member_probs, mean)
-        output = self.manifest.output.name
-        temperature = self.manifest.temperature
-        stacked = np.stack(
-            [softmax(s.run([output], feed)[0] / temperature) for s in self.sessions]
-        ).astype(np.float32)
-        return Prediction(stacked, stacked.mean(axis=0))
-
-    def answer(self, x: Float32Array, batch_size: int | None = None) -> BatchAnswer:
-        """run() (in batches of batch_size rows) and the ensemble arithmetic over every
-        loaded member."""
-        if batch_size is None or len(x) <= batch_size:
-            prediction = self.run(x)
+    def run(self, x: Float32Array, members: int | None = None) -> Prediction:
+        """The probabilities (softmax of logits / the manifest's temperature) of the last
+        `members` loaded members (None: all of them) and their mean, for a batch x
+        [N, C, H, W] of raw pixels. Only the groups holding those members run."""
+        k = self.m if members is None else max(1, min(members, self.m))
+        served = self.groups[-1].run(x)
+        if k == self.default_m:
+            return served
+        if k < self.default_m:
+            probs = served.member_probs[-k:]
         else:
-            parts = [self.run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+            probs = np.concatenate(
+                [self.groups[0].run(x).member_probs[-(k - self.default_m) :], served.member_probs]
+            )
+        return Prediction(probs, probs.mean(axis=0))
+
+    def answer(
+        self, x: Float32Array, batch_size: int | None = None, members: int | None = None
+    ) -> BatchAnswer:
+        """The probabilities of the last `members` loaded members (None: all of them; at
+        least the served ones), in batches of batch_size rows, and the ensemble's answer
+        from the served members (the last default_m)."""
+        k = max(self.m if members is None else members, self.default_m)
+        if batch_size is None or len(x) <= batch_size:
+            prediction = self.run(x, k)
+        else:
+            parts = [self.run(x[i : i + batch_size], k) for i in range(0, len(x), batch_size)]
             prediction = Prediction(
                 np.concatenate([p.member_probs for p in parts], axis=1),
                 np.concatenate([p.mean for p in parts]),
             )
-        return BatchAnswer(prediction, combine(prediction.member_probs, mean=prediction.mean))
+        served = prediction.member_probs[-self.default_m :]
+        mean = prediction.mean if k == self.default_m else None
+        return BatchAnswer(prediction, combine(served, mean=mean))
 
     def predict_members(
         self, x: Float32Array, m: int | None = None, batch_size: int = 256
     ) -> Float32Array:
         """[m, N, K] member probabilities of the last m loaded members, in batches."""
-        return self.answer(x, batch_size).prediction.member_probs[-(m or self.m) :]
+        k = m or self.m
+        return self.answer(x, batch_size, k).prediction.member_probs[-k:]

@@ -6,6 +6,7 @@ import ctypes.util
 import json
 import logging
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,10 +26,10 @@ from server.providers import (
     linked_libraries,
     provider_library,
 )
-from server.runtime import EnsembleRuntime, RuntimeLoadError
+from server.runtime import EnsembleRuntime, MemberGroup, Prediction, RuntimeLoadError
 from server.settings import RuntimeSettings
 from snapens.ensemble import softmax
-from snapens.manifest import ManifestError, read_manifest
+from snapens.manifest import ManifestError, read_manifest, write_manifest
 
 
 def own_outputs(model_dir: Path, x: np.ndarray, cycles: list[int]) -> np.ndarray:
@@ -216,3 +217,40 @@ def test_an_explicit_gpu_provider_that_cannot_load_is_one_clear_error(
         cuda = "--providers cuda cannot be used: CUDA: libcuda.so.1 (the NVIDIA driver) not found"
         with pytest.raises(ProviderUnavailable, match=f"^{re.escape(cuda)}$"):
             choose_providers("cuda", fresh=True)
+
+
+def test_the_served_members_run_alone_unless_more_are_asked_for(
+    digits_repo: Path, digit_images: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    folder = tmp_path / "digits"
+    shutil.copytree(digits_repo / "digits", folder)
+    write_manifest(folder, read_manifest(folder).model_copy(update={"default_m": 2}))
+    x = digit_images[0][:20]
+    reference = own_outputs(folder, x, [1, 2, 3, 4, 5])
+    for execution in ("fused", "per-member"):
+        runtime = EnsembleRuntime.load(folder, None, RuntimeSettings(execution=execution), True)
+        assert runtime.m == 5 and runtime.default_m == 2
+        assert [g.size for g in runtime.groups] == [3, 2]
+        for k in (1, 2, 3, 5):
+            got = runtime.run(x, k)
+            np.testing.assert_allclose(got.member_probs, reference[-k:], atol=1e-6)
+            np.testing.assert_allclose(got.mean, reference[-k:].mean(axis=0), atol=1e-6)
+        everything = runtime.answer(x, batch_size=7)
+        assert everything.prediction.member_probs.shape == (5, 20, 10)
+        np.testing.assert_allclose(  # the answer is the served members' ensemble
+            everything.result.probabilities, reference[-2:].mean(axis=0), atol=1e-6
+        )
+
+        class Unused(MemberGroup):
+            def run(self, x: np.ndarray) -> Prediction:
+                raise AssertionError("the earlier members ran for a default answer")
+
+        earlier = runtime.groups[0]
+        runtime.groups[0] = Unused(
+            earlier.size, earlier.sessions, earlier.execution, runtime.manifest
+        )
+        served = runtime.answer(x, members=2)
+        assert served.prediction.member_probs.shape == (2, 20, 10)
+        assert runtime.answer(x, members=1).prediction.member_probs.shape == (2, 20, 10)
+        with pytest.raises(AssertionError, match="earlier members ran"):
+            runtime.answer(x, members=3)
