@@ -1,11 +1,17 @@
-"""Dynamic batching: concurrent requests for a model wait (at most `max_delay` after the
-first arrived) to be run together as one batch of at most `max_rows` rows, then each
-gets its own slice of the result.
+"""Dynamic batching: concurrent requests for a model wait (at most `max_delay`) to be run
+together as one batch of at most `max_rows` rows, then each gets its own slice of the
+result.
 
-The wait is adaptive: it is spent only when the previous batch held more than one
-request, i.e. when requests are arriving concurrently and more are likely within the
-delay. A request that arrives alone runs at once, so batching adds no latency at low
-load (measured: ~2x the single-client throughput of always waiting 2 ms on 2 cores).
+The wait is adaptive: it is spent only under concurrency, and only while the requests
+of the last round are still coming back. When a batch is answered, the requests it held and
+those that queued behind it are the clients of this round; the next batch waits (at most
+`max_delay` after the worker became free) until that many requests are queued, so the
+clients answered a moment ago join the ones that waited, instead of two halves alternating
+in batches of half the size. A request that arrives alone runs at once, so batching adds
+no latency at low load.
+
+A request may ask for more members than the served ones (a larger m); a batch runs the
+members its most demanding request needs, and each request takes its own last m.
 
 `session.run` releases the GIL, so batches run on worker threads while the event loop
 keeps accepting requests; up to `workers` batches may be in flight at once. The ensemble
@@ -33,6 +39,7 @@ from server.runtime import BatchAnswer, EnsembleRuntime, Float32Array
 @dataclass
 class _Pending:
     x: Float32Array
+    members: int | None  # the last m members it needs; None: the served ones
     future: asyncio.Future[tuple[BatchAnswer, EnsembleRuntime]]
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -59,7 +66,8 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"infer-{name}")
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self._last_batch_requests = 0
+        self._round = 0  # requests of the last round: its batch and those queued behind it
+        self._free_since = time.perf_counter()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -68,14 +76,18 @@ class DynamicBatcher:
             for i in range(self._workers)
         ]
 
-    async def submit(self, x: Float32Array) -> tuple[BatchAnswer, EnsembleRuntime]:
-        """The answer for x [n, C, H, W], and the runtime (snapshot set) that made it."""
+    async def submit(
+        self, x: Float32Array, members: int | None = None
+    ) -> tuple[BatchAnswer, EnsembleRuntime]:
+        """The answer for x [n, C, H, W] with the probabilities of at least the last
+        `members` members (None: the served ones), and the runtime (snapshot set) that
+        made it."""
         if self._closing:
             raise RuntimeError("the batcher is shutting down")
         future: asyncio.Future[tuple[BatchAnswer, EnsembleRuntime]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._pending.append(_Pending(x, future))
+        self._pending.append(_Pending(x, members, future))
         self._rows += len(x)
         self._wakeup.set()
         return await future
@@ -88,12 +100,14 @@ class DynamicBatcher:
         self._executor.shutdown(wait=True)
 
     async def _fill(self) -> None:
-        """Under concurrency, wait until the batch is full or the oldest request has waited
-        max_delay."""
-        if self._last_batch_requests <= 1:
+        """Under concurrency, wait until the last round's requests are queued again (or
+        the batch is full, or max_delay has passed since the worker became free)."""
+        if self._round <= 1:
             return
-        deadline = self._pending[0].enqueued + self._max_delay
-        while self._rows < self._max_rows and not self._closing:
+        deadline = max(self._free_since, self._pending[0].enqueued) + self._max_delay
+        while (
+            self._rows < self._max_rows and len(self._pending) < self._round and not self._closing
+        ):
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
@@ -124,11 +138,12 @@ class DynamicBatcher:
                 continue
             await self._fill()
             batch = self._take()
-            self._last_batch_requests = len(batch)
             started = time.perf_counter()
             for item in batch:
                 self._metrics.queue.labels(self.name).observe(started - item.enqueued)
             await self._answer(batch)
+            self._round = len(batch) + len(self._pending)
+            self._free_since = time.perf_counter()
 
     async def _answer(self, batch: list[_Pending]) -> None:
         """Run one batch on the current snapshot set and give each request its rows. A batch
@@ -138,9 +153,10 @@ class DynamicBatcher:
         try:
             runtime = self._runtime()
             x = batch[0].x if len(batch) == 1 else np.concatenate([item.x for item in batch])
+            need = max(item.members or runtime.default_m for item in batch)
             self._metrics.batch.labels(self.name).observe(len(x))
             answer = await asyncio.get_running_loop().run_in_executor(
-                self._executor, runtime.answer, x
+                self._executor, runtime.answer, x, None, need
             )
         except Exception as exc:
             if len(batch) > 1:

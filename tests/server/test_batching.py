@@ -139,6 +139,63 @@ def test_a_batch_holds_at_most_max_rows_and_a_larger_request_runs_alone(
         assert_own_rows(runtime, x, answer)
 
 
+def closed_loop(
+    batcher: DynamicBatcher, rounds: int, x: np.ndarray
+) -> Coroutine[Any, Any, list[tuple[BatchAnswer, EnsembleRuntime]]]:
+    """A client that sends its next request as soon as it has the answer to the last."""
+
+    async def client() -> list[tuple[BatchAnswer, EnsembleRuntime]]:
+        return [await batcher.submit(x) for _ in range(rounds)]
+
+    return client()
+
+
+def test_clients_answered_together_are_batched_together_again(runtime: EnsembleRuntime) -> None:
+    """Eight closed-loop clients: each round's batch waits for the eight to be back and no
+    longer (max_delay is far beyond the test's time limit)."""
+    metrics = Metrics()
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(NAME, lambda: runtime, 64, 30.0, metrics)
+        batcher.start()
+        await asyncio.gather(*(closed_loop(batcher, 6, pixels(1, seed=i)) for i in range(8)))
+        await batcher.close()
+
+    run(scenario)
+    assert batches(metrics) == (6, 48)
+
+
+def test_two_halves_of_the_clients_merge_instead_of_alternating(
+    runtime: EnsembleRuntime,
+) -> None:
+    """Four clients start; four more join while the first batch runs. From the next batch
+    on, the four just answered join the four that waited: batches of 8, not 4, 4, 4, ..."""
+    metrics = Metrics()
+    rounds = 5
+
+    async def scenario() -> None:
+        late: list[asyncio.Task[Any]] = []
+
+        def current() -> EnsembleRuntime:  # called as each batch starts
+            if not late:
+                late.extend(
+                    asyncio.create_task(closed_loop(batcher, rounds, pixels(1, seed=i)))
+                    for i in range(4, 8)
+                )
+            return runtime
+
+        batcher = DynamicBatcher(NAME, current, 64, 2.0, metrics)
+        batcher.start()
+        await asyncio.gather(*(closed_loop(batcher, rounds, pixels(1, seed=i)) for i in range(4)))
+        await asyncio.gather(*late)
+        await batcher.close()
+
+    run(scenario)
+    # [early 4] [8] x (rounds - 1) [the late clients' last 4]
+    assert batches(metrics) == (rounds + 1, 8 * rounds)
+    assert batches_up_to(metrics, 4) == 2
+
+
 def test_an_error_reaches_only_the_request_that_causes_it(runtime: EnsembleRuntime) -> None:
     """A request onnxruntime refuses (8x9 pixels) fails alone, whether it ran in a batch of
     its own or was batched with others; every other request gets its answer."""
