@@ -97,7 +97,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         INFER,
         {"content": _tensor_json([1, 1, 8, 8], json.dumps([BIG_INT] * 64)), "headers": JSON},
         400,
-        "data must be numbers",
+        "malformed JSON: number is infinity",
     ),
     (
         "integer too large for a float (v1)",
@@ -129,7 +129,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         INFER,
         {"content": _tensor_json([1, 1, 8, 8], DEEP), "headers": JSON},
         400,
-        "nested too deeply",
+        "malformed JSON: depth limit exceeded",
     ),
     (
         "deep nesting in parameters",
@@ -137,7 +137,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         INFER,
         {"content": f'{{"inputs": [], "parameters": {DEEP}'.encode(), "headers": JSON},
         400,
-        "nested too deeply",
+        "malformed JSON: depth limit exceeded",
     ),
     (
         "deep nesting in v1 instances",

@@ -214,9 +214,15 @@ ERRORS: list[tuple[str, bytes, str | None, int, str]] = [
     ("ragged", request([[0], [0, 0]], [1, 1, 8, 8]), None, 400, "data must be numbers"),
     ("no data", request(None, [1, 1, 8, 8]), None, 400, "neither data nor binary_data_size"),
     (
-        "NaN",
+        "NaN literal",  # not JSON
         request(None, [1, 1, 8, 8]).replace(b"null", b"[NaN" + b", 0" * 63 + b"]"),
         None,
+        400,
+        "malformed JSON",
+    ),
+    (
+        "infinity in binary data",
+        *binary_body([1, 1, 8, 8], 256, np.full(64, np.inf, dtype="<f4").tobytes()),
         400,
         "NaN or infinity",
     ),
