@@ -6,9 +6,11 @@ Serves a CIFAR-10 ResNet-20 ensemble of 5 snapshots (trained briefly on a CIFAR-
 subset from ../shared the first time, or on synthetic images where that is absent;
 throughput does not depend on accuracy) and measures, on loopback:
 - single-image requests at concurrency 1, 8 and 32, and batch-64 requests;
-- for: the server with the fused graph and dynamic batching; the server with one
-  session per snapshot and no batching; and raw in-process onnxruntime running the same
-  fused graph on batches of the same size (the limit: no HTTP, no queue).
+- for: the server with the fused graph and dynamic batching (binary tensors, and the
+  same requests as v2 JSON); the server with one session per snapshot and no batching;
+  and raw in-process onnxruntime running the same fused graph on batches of the same
+  size (the limit: no HTTP, no queue);
+- the fused server's mean batch, from its own histogram (snapens_batch_rows).
 Requests are Open Inference Protocol v2 with binary tensors, as tritonclient sends them,
 from an asyncio load generator holding one keep-alive connection per concurrent client;
 each run is bounded in time and stops by itself. The three paths are measured in
@@ -50,9 +52,13 @@ class Figures:
     images_per_s: float
     p50_ms: float
     p99_ms: float
+    mean_batch: float = float("nan")  # rows per onnxruntime batch, where the server says
 
     def row(self) -> str:
-        return f"{self.images_per_s:8.1f} | {self.p50_ms:7.2f} | {self.p99_ms:7.2f}"
+        return (
+            f"{self.images_per_s:8.1f} | {self.p50_ms:7.2f} | {self.p99_ms:7.2f} | "
+            f"{self.mean_batch:5.1f}"
+        )
 
 
 def ensure_model(repository: Path, name: str) -> Path:
@@ -110,6 +116,28 @@ def ensure_model(repository: Path, name: str) -> Path:
     return folder
 
 
+def v2_json_request(model: str, x: np.ndarray) -> bytes:
+    """A complete HTTP/1.1 request: the same tensor and outputs as v2 JSON."""
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "data": x.astype(np.float32).reshape(-1).tolist(),
+                }
+            ],
+            "outputs": [{"name": n} for n in ("label", "probabilities", "mutual_information")],
+        }
+    ).encode()
+    return (
+        f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {HOST}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
 def v2_request(model: str, x: np.ndarray) -> bytes:
     """A complete HTTP/1.1 request: v2 JSON header + binary FP32 tensor, binary outputs."""
     x = x.astype(np.float32)
@@ -159,7 +187,22 @@ async def _client(port: int, request: bytes, until: float, latencies: list[float
         writer.close()
 
 
-def load(port: int, request: bytes, concurrency: int, rows: int, seconds: float) -> Figures:
+def batch_rows(port: int, model: str) -> tuple[float, float]:
+    """(rows, batches) the server has run for `model`: its snapens_batch_rows histogram."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for part in found:
+            if line.startswith(f'snapens_batch_rows_{part}{{model="{model}"}}'):
+                found[part] = float(line.rsplit(" ", 1)[1])
+    return found["sum"], found["count"]
+
+
+def load(
+    port: int, request: bytes, concurrency: int, rows: int, seconds: float, model: str = ""
+) -> Figures:
+    """Closed-loop clients for `seconds`; with `model`, the server's mean batch too."""
     latencies: list[float] = []
 
     async def run() -> None:
@@ -169,10 +212,17 @@ def load(port: int, request: bytes, concurrency: int, rows: int, seconds: float)
         )
 
     asyncio.run(_client(port, request, time.perf_counter() + 0.5, []))  # warm-up
+    before = batch_rows(port, model) if model else (0.0, 0.0)
     started = time.perf_counter()
     asyncio.run(run())
     elapsed = time.perf_counter() - started
-    return summarize(latencies, rows, elapsed)
+    figures = summarize(latencies, rows, elapsed)
+    if not model:
+        return figures
+    after = batch_rows(port, model)
+    batches = after[1] - before[1]
+    mean = (after[0] - before[0]) / batches if batches else float("nan")
+    return Figures(figures.images_per_s, figures.p50_ms, figures.p99_ms, mean)
 
 
 def summarize(latencies: list[float], rows: int, elapsed: float) -> Figures:
@@ -244,14 +294,19 @@ SCENARIOS = [
 ]
 
 
-PATHS = ("fused + dynamic batching", "per-member, no batching", "raw onnxruntime, in-process")
+PATHS = (
+    "fused + dynamic batching",
+    "fused + batching, v2 JSON",
+    "per-member, no batching",
+    "raw onnxruntime, in-process",
+)
 
 
 def median_figures(samples: list[Figures]) -> Figures:
     return Figures(
         *(
             statistics.median(getattr(f, name) for f in samples)
-            for name in ("images_per_s", "p50_ms", "p99_ms")
+            for name in ("images_per_s", "p50_ms", "p99_ms", "mean_batch")
         )
     )
 
@@ -266,6 +321,7 @@ def main() -> None:
     parser.add_argument("--model", default=BENCH_MODEL)
     opts = parser.parse_args()
     folder = ensure_model(opts.repository, opts.model)
+    model = opts.model
     manifest = json.loads((folder / "manifest.json").read_text())
     print(
         f"model {opts.model}: {manifest['training']['architecture']}, "
@@ -274,10 +330,9 @@ def main() -> None:
         flush=True,
     )
     rng = np.random.default_rng(0)
-    requests = {
-        s: v2_request(opts.model, rng.uniform(0, 255, (rows, 3, 32, 32)))
-        for s, _, rows in SCENARIOS
-    }
+    pixels = {s: rng.uniform(0, 255, (rows, 3, 32, 32)) for s, _, rows in SCENARIOS}
+    requests = {s: v2_request(opts.model, x) for s, x in pixels.items()}
+    json_requests = {s: v2_json_request(opts.model, x) for s, x in pixels.items()}
     fused, fused_port = serve(opts.repository, "--execution", "fused", "--max-batch-size", "64")
     member, member_port = serve(
         opts.repository, "--execution", "per-member", "--max-batch-size", "1"
@@ -289,7 +344,10 @@ def main() -> None:
         for _ in range(opts.rounds):
             for scenario, concurrency, rows in SCENARIOS:
                 measured = [
-                    load(fused_port, requests[scenario], concurrency, rows, opts.seconds),
+                    load(fused_port, requests[scenario], concurrency, rows, opts.seconds, model),
+                    load(
+                        fused_port, json_requests[scenario], concurrency, rows, opts.seconds, model
+                    ),
                     load(member_port, requests[scenario], concurrency, rows, opts.seconds),
                     raw(folder, concurrency * rows, opts.seconds),
                 ]
@@ -302,19 +360,29 @@ def main() -> None:
             process.wait(timeout=30)
     results = {key: median_figures(values) for key, values in samples.items()}
     print(f"\nmedians of {opts.rounds} interleaved rounds")
-    print("| scenario | path | images/s | p50 ms | p99 ms |\n|---|---|---|---|---|")
+    print(
+        "| scenario | path | images/s | p50 ms | p99 ms | mean batch |\n|---|---|---|---|---|---|"
+    )
     for scenario, _, _ in SCENARIOS:
         for path in PATHS:
             f = results[(path, scenario)]
+            batch = "" if f.mean_batch != f.mean_batch else f"{f.mean_batch:.1f}"  # NaN: none
             print(
-                f"| {scenario} | {path} | {f.images_per_s:.1f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} |"
+                f"| {scenario} | {path} | {f.images_per_s:.1f} | {f.p50_ms:.2f} | "
+                f"{f.p99_ms:.2f} | {batch} |"
             )
     fused32 = results[(PATHS[0], "1 image, concurrency 32")].images_per_s
-    raw32 = results[(PATHS[2], "1 image, concurrency 32")].images_per_s
-    fused1 = results[(PATHS[0], "1 image, concurrency 1")].images_per_s
-    member1 = results[(PATHS[1], "1 image, concurrency 1")].images_per_s
+    json32 = results[(PATHS[1], "1 image, concurrency 32")].images_per_s
+    raw32 = results[(PATHS[3], "1 image, concurrency 32")].images_per_s
+    fused1 = results[(PATHS[0], "1 image, concurrency 1")]
+    member1 = results[(PATHS[2], "1 image, concurrency 1")].images_per_s
+    raw1 = results[(PATHS[3], "1 image, concurrency 1")]
     print(f"\nserver at concurrency 32 / raw in-process at batch 32: {fused32 / raw32:.2f}")
-    print(f"fused / per-member, single images at concurrency 1: {fused1 / member1:.2f}")
+    print(f"v2 JSON / v2 binary at concurrency 32: {json32 / fused32:.2f}")
+    print(f"p50 at concurrency 1, server - raw batch 1: {fused1.p50_ms - raw1.p50_ms:.2f} ms")
+    print(
+        f"fused / per-member, single images at concurrency 1: {fused1.images_per_s / member1:.2f}"
+    )
 
 
 if __name__ == "__main__":
