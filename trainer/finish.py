@@ -45,7 +45,7 @@ def finish_run(trainer: Trainer, seconds: float) -> tuple[Manifest, dict[str, An
     manifest = folder.finish(changes)
     if trainer.average is not None and trainer.average.count:
         began = time.perf_counter()
-        network = trainer.average.network(trainer.train_x, cfg.batch_size)
+        network = trainer.average.network(trainer.training_pass())
         copy = trainer.fresh_copy()
         result = write_swa_model(
             ModelFolder(cfg.repository, swa_name(folder.name)),

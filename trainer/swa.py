@@ -3,12 +3,15 @@ of its own.
 
 The snapshots' weights are averaged as they are taken (`torch.optim.swa_utils`'
 `AveragedModel`, buffers not averaged), so nothing beyond one copy of the network is kept;
-at the end the batch-norm statistics are recomputed on the training data (`update_bn`),
-and the average is exported, verified and evaluated like any snapshot and written as the
+at the end the batch-norm statistics are recomputed (`update_bn`) on one pass over the
+training data, augmented as in training (statistics of unaugmented images do not match
+what the network was trained on: on a CIFAR-10 FGE run they gave 35.2% error against
+28.8%), and the average is exported, verified and evaluated like any snapshot and written as the
 model `<name>-swa` with one member: one network, served at single-model cost."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +52,10 @@ class SnapshotAverage:
         self.averaged.load_state_dict(state)
 
     @torch.no_grad()
-    def network(self, train_x: torch.Tensor, batch_size: int) -> nn.Module:
-        """The averaged network with batch-norm statistics recomputed on `train_x`."""
+    def network(self, batches: Iterable[torch.Tensor]) -> nn.Module:
+        """The averaged network with batch-norm statistics recomputed on `batches` (the
+        training data as the network was trained on it)."""
         model = self.averaged.module
-        batches = (train_x[i : i + batch_size].float() for i in range(0, len(train_x), batch_size))
         update_bn(batches, model)
         return model.eval()
 

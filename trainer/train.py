@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +195,22 @@ class Trainer:
                 self._end_epoch(train_loss, began)
         return self.history.train_seconds
 
+    def _inputs(self, idx: torch.Tensor, augment_rng: torch.Generator) -> torch.Tensor:
+        """Training images `idx` as the network trains on them (augmented, its layout)."""
+        x = self.train_x[idx].float()
+        if self.augment is Augment.CROP_FLIP:
+            x = random_crop_flip(x, CROP_PADDING, augment_rng)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def training_pass(self) -> Iterator[torch.Tensor]:
+        """One pass over the training split, augmented as in training (fixed seed): what the
+        SWA model's batch-norm statistics are recomputed on (see trainer.swa)."""
+        augment_rng = torch.Generator().manual_seed(self.cfg.seed * 7919 + 1)
+        n, size = len(self.train_x), self.cfg.batch_size
+        for start in range(0, n, size):
+            idx = torch.arange(start, min(start + size, n), device=self.train_x.device)
+            yield self._inputs(idx, augment_rng)
+
     def _train_epoch(self, progress: Progress, task: TaskID) -> float:
         cfg, rt = self.cfg, self.rt
         self.schedule.begin_epoch(self.epoch, self.model, self.train_x)
@@ -205,10 +222,7 @@ class Trainer:
         )
         for batch in batches:
             idx = batch.to(rt.device)
-            x, y = self.train_x[idx].float(), self.train_y[idx]
-            if self.augment is Augment.CROP_FLIP:
-                x = random_crop_flip(x, CROP_PADDING, augment_rng)
-            x = x.contiguous(memory_format=self.memory_format)
+            x, y = self._inputs(idx, augment_rng), self.train_y[idx]
             with torch.autocast(
                 rt.device.type,
                 dtype=rt.amp_dtype or torch.bfloat16,

@@ -38,7 +38,7 @@ def test_the_average_is_the_mean_of_the_snapshots_and_batch_norm_is_recomputed()
             value.detach(), torch.stack([t[name] for t in taken]).mean(0).numpy(), atol=1e-6
         )
     x = torch.randn(64, 1, 8, 8) * 3 + 2
-    model = average.network(x, 16)
+    model = average.network(x[i : i + 16] for i in range(0, 64, 16))
     conv = model[0](x).detach()
     np.testing.assert_allclose(
         model[1].running_mean.detach(), conv.mean((0, 2, 3)), rtol=1e-4, atol=1e-5
