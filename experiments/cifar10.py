@@ -395,13 +395,17 @@ def selected(found: list[Method], names: str | None) -> list[Method]:
 
 
 def install_served(preset_name: str, key: str) -> None:
-    """Copy the seed-0 model folder of method `key` into the served repository as
-    `cifar10` (written beside it, then renamed into place)."""
+    """Copy the model folder of method `key` (its first seed whose folder is here) into
+    the served repository as `cifar10` (written beside it, then renamed into place)."""
     import shutil
 
     from snapens.manifest import read_manifest, write_manifest
 
-    source = WORK / preset_name / key
+    seeds = [WORK / preset_name / name for name in (key, f"{key}_s1", f"{key}_s2")]
+    source = next((folder for folder in seeds if (folder / "manifest.json").is_file()), None)
+    if source is None:
+        print(f"served: no model folder of {key} is here to install (trained elsewhere)")
+        return
     target = SERVED_REPOSITORY / SERVED_NAME
     staging = SERVED_REPOSITORY / f".{SERVED_NAME}.new"
     shutil.rmtree(staging, ignore_errors=True)
@@ -410,7 +414,7 @@ def install_served(preset_name: str, key: str) -> None:
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
-    print(f"served: {key} of the {preset_name} preset is now {target.relative_to(ROOT)}")
+    print(f"served: {source.name} of the {preset_name} preset is now {target.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
