@@ -20,6 +20,7 @@ from server.middleware import RequestContext
 from server.model_repository import ModelRepository
 from server.protocol import demo_endpoints, v1_endpoints, v2_endpoints
 from server.protocol.docs import install_docs
+from server.protocol.v2_fast_path import V2InferFastPath
 from server.protocol.v2_models import InferenceRequest
 from server.settings import ServerSettings
 
@@ -69,6 +70,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # Innermost: the hot route answered without FastAPI's routing, inside the key check and
+    # the request middleware.
+    app.add_middleware(V2InferFastPath, repository=repository, settings=settings)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
     # Added last, so it runs first: every response, a 401 included, is counted and logged.

@@ -2,7 +2,9 @@
 extension, so stock clients (tritonclient.http, KServe clients) work unchanged.
 
 Each route is thin: look the model up, decode what was sent (server.protocol.v2_codec,
-inside `client_input`, so any failure is a 4xx), ask the model, encode its answer."""
+inside `client_input`, so any failure is a 4xx), ask the model, encode its answer. The
+infer routes are answered before FastAPI by server.protocol.v2_fast_path, which they share
+their code with."""
 
 from __future__ import annotations
 
@@ -12,14 +14,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from server import __version__
-from server.errors import INPUT_ERRORS, LOOKUP_ERRORS, BadRequest, NotFound, client_input
-from server.model import ServedModel
+from server.errors import INPUT_ERRORS, LOOKUP_ERRORS, BadRequest
 from server.model_repository import ModelRepository
-from server.protocol import binary, v2_codec
-from server.protocol.compression import inflate
+from server.protocol import binary, v2_codec, v2_fast_path
 from server.protocol.dependencies import Repository, Settings
 from server.protocol.docs import ref
 from server.protocol.v2_codec import MODEL_VERSION
+from server.protocol.v2_fast_path import served_model
 from server.protocol.v2_models import (
     InferenceRequest,
     InferenceResponse,
@@ -33,13 +34,6 @@ from server.settings import ServerSettings
 
 health = APIRouter(tags=["v2 health"])
 router = APIRouter(tags=["v2 inference"])
-
-
-def _model(repository: ModelRepository, name: str, version: str | None) -> ServedModel:
-    model = repository.get(name)
-    if version is not None and version != MODEL_VERSION:
-        raise NotFound(f"model {name!r} has no version {version!r} (versions: {MODEL_VERSION})")
-    return model
 
 
 @router.get("/v2", response_model=ServerMetadataResponse)
@@ -67,7 +61,7 @@ async def ready(repository: Repository) -> JSONResponse:
 
 
 def _metadata(repository: ModelRepository, name: str, version: str | None) -> ModelMetadataResponse:
-    model = _model(repository, name, version)
+    model = served_model(repository, name, version)
     return v2_codec.model_metadata(name, model.runtime, model.describe())
 
 
@@ -94,7 +88,7 @@ MODEL_READY: dict[int | str, dict[str, Any]] = {
 
 
 def _ready(repository: ModelRepository, name: str, version: str | None) -> JSONResponse:
-    model = _model(repository, name, version)
+    model = served_model(repository, name, version)
     return JSONResponse(
         {"name": name, "ready": model.ready}, status_code=200 if model.ready else 503
     )
@@ -140,16 +134,18 @@ async def _infer(
     name: str,
     version: str | None,
 ) -> Response:
-    """Decode (one guarded step: any failure is a 4xx), infer, encode."""
-    model = _model(repository, name, version)
-    body = await request.body()
+    """What server.protocol.v2_fast_path answers before a request reaches this route; kept
+    for the OpenAPI document and for an app without the fast path."""
     headers = request.headers
-    with client_input("request"):
-        body = inflate(body, headers.get("content-encoding"), settings.max_body_bytes)
-        envelope = v2_codec.read_envelope(body, headers.get(binary.HEADER_LENGTH))
-        parsed = v2_codec.decode_inputs(envelope, model.input_spec(), settings.max_request_batch)
-    answer = await model.predict(parsed.x, parsed.m)
-    encoded = v2_codec.encode_answer(name, parsed, answer)
+    encoded = await v2_fast_path.infer(
+        repository,
+        settings,
+        name,
+        version,
+        await request.body(),
+        headers.get(binary.HEADER_LENGTH),
+        headers.get("content-encoding"),
+    )
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)
 
 

@@ -35,3 +35,24 @@ def test_metrics_count_requests_batches_and_disagreement(
         "snapens_reloads_total",
     ):
         assert name in text
+
+
+def test_v2_infer_answered_before_fastapi_is_counted_by_its_route_template(
+    server: LiveServer, digit_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x = digit_images[0][:1]
+    body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32"}]}
+    body["inputs"][0]["data"] = x.reshape(-1).tolist()
+    with server.client() as http:
+        assert http.post("/v2/models/digits/infer", json=body).status_code == 200
+        assert http.post("/v2/models/digits/versions/1/infer", json=body).status_code == 200
+        assert http.post("/v2/models/nope/infer", json=body).status_code == 404
+        text = http.get("/metrics").text
+    for route, status in (
+        ("/v2/models/{name}/infer", "200"),
+        ("/v2/models/{name}/versions/{version}/infer", "200"),
+        ("/v2/models/{name}/infer", "404"),
+    ):
+        assert (
+            f'snapens_requests_total{{method="POST",route="{route}",status="{status}"}} 1.0' in text
+        )
