@@ -1,6 +1,7 @@
 """Serving throughput and latency: the HTTP server against raw in-process onnxruntime.
 
     python bench/serve_load.py [--seconds 4] [--rounds 3] [--repository DIR --model NAME]
+                               [--server-args "--intra-op-threads 1"]
 
 Serves a CIFAR-10 ResNet-20 ensemble of 5 snapshots (trained briefly on a CIFAR-10
 subset from ../shared the first time, or on synthetic images where that is absent;
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import socket
 import statistics
 import subprocess
@@ -319,6 +321,12 @@ def main() -> None:
     )
     parser.add_argument("--repository", type=Path, default=BENCH_REPO)
     parser.add_argument("--model", default=BENCH_MODEL)
+    parser.add_argument(
+        "--server-args",
+        default="",
+        help='more flags for the fused server, e.g. "--intra-op-threads 1" (the raw path '
+        "keeps onnxruntime's defaults)",
+    )
     opts = parser.parse_args()
     folder = ensure_model(opts.repository, opts.model)
     model = opts.model
@@ -333,7 +341,14 @@ def main() -> None:
     pixels = {s: rng.uniform(0, 255, (rows, 3, 32, 32)) for s, _, rows in SCENARIOS}
     requests = {s: v2_request(opts.model, x) for s, x in pixels.items()}
     json_requests = {s: v2_json_request(opts.model, x) for s, x in pixels.items()}
-    fused, fused_port = serve(opts.repository, "--execution", "fused", "--max-batch-size", "64")
+    fused, fused_port = serve(
+        opts.repository,
+        "--execution",
+        "fused",
+        "--max-batch-size",
+        "64",
+        *shlex.split(opts.server_args),
+    )
     member, member_port = serve(
         opts.repository, "--execution", "per-member", "--max-batch-size", "1"
     )

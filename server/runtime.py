@@ -69,6 +69,8 @@ def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
         else ort.ExecutionMode.ORT_SEQUENTIAL
     )
     options.log_severity_level = 3
+    spinning = "1" if settings.intra_op_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     return options
 
 

@@ -72,6 +72,11 @@ class RuntimeSettings(BaseSettings):
         "per-member: one session per snapshot",
     )
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0: all cores")
+    intra_op_spinning: bool = Field(
+        True,
+        description="onnxruntime's intra-op threads spin while waiting for work (faster hand-off, "
+        "but a spinning thread takes a core from the event loop)",
+    )
     inter_op_threads: int = Field(
         0, ge=0, description="onnxruntime inter-op threads; 0: onnxruntime's choice"
     )
