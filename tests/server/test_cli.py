@@ -39,6 +39,7 @@ DEFAULTS = {
     "--providers": "auto",
     "--execution": "fused",
     "--intra-op-threads": "0",
+    "--intra-op-spinning": "true",
     "--inter-op-threads": "0",
     "--graph-optimization": "all",
     "--parallel-execution": "false",
