@@ -67,6 +67,7 @@ class DynamicBatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._round = 0  # requests of the last round: its batch and those queued behind it
+        self._in_flight = 0  # requests taken by a worker and not yet answered
         self._free_since = time.perf_counter()
 
     def start(self) -> None:
@@ -141,8 +142,11 @@ class DynamicBatcher:
             started = time.perf_counter()
             for item in batch:
                 self._metrics.queue.labels(self.name).observe(started - item.enqueued)
+            self._in_flight += len(batch)
             await self._answer(batch)
-            self._round = len(batch) + len(self._pending)
+            self._in_flight -= len(batch)
+            # With several workers, the requests another worker is running are of this round.
+            self._round = len(batch) + len(self._pending) + self._in_flight
             self._free_since = time.perf_counter()
 
     async def _answer(self, batch: list[_Pending]) -> None:
