@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shlex
 import socket
@@ -329,7 +330,7 @@ def main() -> None:
     )
     opts = parser.parse_args()
     folder = ensure_model(opts.repository, opts.model)
-    model = opts.model
+    model = opts.model  # whose batch histogram the fused server reports
     manifest = json.loads((folder / "manifest.json").read_text())
     print(
         f"model {opts.model}: {manifest['training']['architecture']}, "
@@ -381,7 +382,7 @@ def main() -> None:
     for scenario, _, _ in SCENARIOS:
         for path in PATHS:
             f = results[(path, scenario)]
-            batch = "" if f.mean_batch != f.mean_batch else f"{f.mean_batch:.1f}"  # NaN: none
+            batch = "" if math.isnan(f.mean_batch) else f"{f.mean_batch:.1f}"
             print(
                 f"| {scenario} | {path} | {f.images_per_s:.1f} | {f.p50_ms:.2f} | "
                 f"{f.p99_ms:.2f} | {batch} |"

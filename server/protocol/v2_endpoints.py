@@ -134,8 +134,8 @@ async def _infer(
     name: str,
     version: str | None,
 ) -> Response:
-    """What server.protocol.v2_fast_path answers before a request reaches this route; kept
-    for the OpenAPI document and for an app without the fast path."""
+    """The same as server.protocol.v2_fast_path, which answers these requests before they
+    reach FastAPI; the routes stay for the OpenAPI document."""
     headers = request.headers
     encoded = await v2_fast_path.infer(
         repository,
