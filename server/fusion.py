@@ -6,13 +6,17 @@ takes each member's softmax, stacks them and averages them, so a batch costs one
           ──▶ member 2 ──▶ ÷T ──▶ Softmax ──▶ Unsqueeze ─┼─▶ Concat ──▶ member_probabilities
           ──▶ ...                                        ┘       └──▶ ReduceMean ──▶ probabilities
 
-T is the manifest's temperature; with T = 1 the division is left out.
+T is the manifest's temperature; with T = 1 the division is left out. With `answer`,
+the graph also returns the ensemble's label, confidence and disagreement figures
+(server.fused_figures), so the served members' answer is one `session.run`.
 """
 
 from __future__ import annotations
 
 import onnx
 from onnx import TensorProto, compose, helper
+
+from server.fused_figures import answer_nodes, answer_value_infos
 
 MEMBER_PROBABILITIES = "member_probabilities"
 PROBABILITIES = "probabilities"
@@ -35,10 +39,14 @@ def _member_subgraph(
 
 
 def fuse(
-    members: list[onnx.ModelProto], input_name: str, output_name: str, temperature: float = 1.0
+    members: list[onnx.ModelProto],
+    input_name: str,
+    output_name: str,
+    temperature: float = 1.0,
+    answer: bool = False,
 ) -> onnx.ModelProto:
     """One graph computing every member's softmax(logits / temperature), stacked, and their
-    mean."""
+    mean; with `answer` also the ensemble's answer (server.fused_figures.ANSWER_OUTPUTS)."""
     if not members:
         raise ValueError("an ensemble needs at least one member")
     first = members[0].graph
@@ -78,6 +86,16 @@ def fuse(
 
     batch = shared_input.type.tensor_type.shape.dim[0]
     k = classes.dim_value if classes.HasField("dim_value") else None
+    extra_outputs = []
+    if answer:
+        if k is None:
+            raise ValueError("the ensemble's answer in the graph needs a fixed number of classes")
+        extra_nodes, constants = answer_nodes(
+            MEMBER_PROBABILITIES, PROBABILITIES, len(members), k, opset
+        )
+        nodes += extra_nodes
+        initializers += constants
+        extra_outputs = answer_value_infos(len(members), batch.dim_param or None)
     outputs = [
         helper.make_tensor_value_info(
             MEMBER_PROBABILITIES, TensorProto.FLOAT, [len(members), batch.dim_param or None, k]
@@ -85,6 +103,7 @@ def fuse(
         helper.make_tensor_value_info(
             PROBABILITIES, TensorProto.FLOAT, [batch.dim_param or None, k]
         ),
+        *extra_outputs,
     ]
     graph = helper.make_graph(nodes, "snapshot_ensemble", [shared_input], outputs, initializers)
     fused = helper.make_model(graph, opset_imports=list(members[0].opset_import))

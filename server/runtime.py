@@ -23,6 +23,7 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 
+from server.fused_figures import ANSWER_OUTPUTS
 from server.fusion import MEMBER_PROBABILITIES, PROBABILITIES, fuse
 from server.providers import (
     GPU_PROVIDERS,
@@ -78,6 +79,7 @@ def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
 class Prediction:
     member_probs: Float32Array  # [m, N, K]
     mean: Float32Array  # [N, K]
+    result: EnsembleResult | None = None  # the served members' answer, where the graph gave it
 
 
 @dataclass(frozen=True)
@@ -97,18 +99,25 @@ class BatchAnswer:
 
 @dataclass(frozen=True)
 class MemberGroup:
-    """Consecutive members run together: one fused session, or one session per member."""
+    """Consecutive members run together: one fused session, or one session per member.
+    A fused group that `answers` also returns its ensemble's label and figures."""
 
     size: int
     sessions: list[ort.InferenceSession]
     execution: Execution
     manifest: Manifest
+    answers: bool = False
 
     def run(self, x: Float32Array) -> Prediction:
         feed = {self.manifest.input.name: x}
         if self.execution == Execution.FUSED:
-            member_probs, mean = self.sessions[0].run([MEMBER_PROBABILITIES, PROBABILITIES], feed)
-            return Prediction(member_probs, mean)
+            names = [MEMBER_PROBABILITIES, PROBABILITIES, *(ANSWER_OUTPUTS if self.answers else ())]
+            member_probs, mean, *answer = self.sessions[0].run(names, feed)
+            result = None
+            if answer:
+                figures = dict(zip(ANSWER_OUTPUTS, answer, strict=True))
+                result = EnsembleResult(probabilities=mean, **figures)
+            return Prediction(member_probs, mean, result)
         output = self.manifest.output.name
         temperature = self.manifest.temperature
         stacked = np.stack(
@@ -189,20 +198,26 @@ class EnsembleRuntime:
         per_provider = provider_options(providers, settings)
         io = manifest.input.name, manifest.output.name
 
-        def group(part: list[onnx.ModelProto]) -> MemberGroup:
+        def group(part: list[onnx.ModelProto], answers: bool) -> MemberGroup:
             if settings.execution == Execution.FUSED:
-                fused = fuse(part, *io, manifest.temperature).SerializeToString()
+                graph = fuse(part, *io, manifest.temperature, answer=answers)
+                fused = graph.SerializeToString()
                 sessions = [ort.InferenceSession(fused, options, providers, per_provider)]
             else:
                 sessions = [
                     ort.InferenceSession(g.SerializeToString(), options, providers, per_provider)
                     for g in part
                 ]
-            return MemberGroup(len(part), sessions, settings.execution, manifest)
+            fused_answer = answers and settings.execution == Execution.FUSED
+            return MemberGroup(len(part), sessions, settings.execution, manifest, fused_answer)
 
         served = min(wanted, len(graphs))
         try:
-            groups = [group(part) for part in (graphs[:-served], graphs[-served:]) if part]
+            groups = [
+                group(part, answers)
+                for part, answers in ((graphs[:-served], False), (graphs[-served:], True))
+                if part
+            ]
         except Exception as exc:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(
                 f"{model_dir}: onnxruntime cannot load the snapshots: {exc}"
@@ -252,7 +267,7 @@ class EnsembleRuntime:
             probs = np.concatenate(
                 [self.groups[0].run(x).member_probs[-(k - self.default_m) :], served.member_probs]
             )
-        return Prediction(probs, probs.mean(axis=0))
+        return Prediction(probs, probs.mean(axis=0), served.result)
 
     def answer(
         self, x: Float32Array, batch_size: int | None = None, members: int | None = None
@@ -265,10 +280,14 @@ class EnsembleRuntime:
             prediction = self.run(x, k)
         else:
             parts = [self.run(x[i : i + batch_size], k) for i in range(0, len(x), batch_size)]
+            results = [p.result for p in parts if p.result is not None]
             prediction = Prediction(
                 np.concatenate([p.member_probs for p in parts], axis=1),
                 np.concatenate([p.mean for p in parts]),
+                EnsembleResult.concatenate(results) if len(results) == len(parts) else None,
             )
+        if prediction.result is not None:  # computed in the fused graph
+            return BatchAnswer(prediction, prediction.result)
         served = prediction.member_probs[-self.default_m :]
         mean = prediction.mean if k == self.default_m else None
         return BatchAnswer(prediction, combine(served, mean=mean))

@@ -57,6 +57,17 @@ class EnsembleResult:
     def figures(self) -> dict[str, FloatArray]:
         return {name: getattr(self, name) for name in DISAGREEMENT_FIGURES}
 
+    @classmethod
+    def concatenate(cls, parts: list[EnsembleResult]) -> EnsembleResult:
+        """The results of consecutive parts of a batch, as one."""
+        axis = {"member_labels": 1}  # [m, N]; the rest are [N] or [N, K]
+        return cls(
+            **{
+                name: np.concatenate([getattr(p, name) for p in parts], axis=axis.get(name, 0))
+                for name in vars(parts[0])
+            }
+        )
+
     def rows(self, start: int, stop: int) -> EnsembleResult:
         """The result for inputs start..stop-1 of the batch."""
         return EnsembleResult(

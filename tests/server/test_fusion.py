@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from server.fused_figures import ANSWER_OUTPUTS
 from server.fusion import MEMBER_PROBABILITIES, PROBABILITIES, fuse
 from snapens.ensemble import DISAGREEMENT_FIGURES, combine, softmax
 
@@ -83,6 +84,28 @@ def test_the_fused_graph_equals_each_member_alone_and_the_ensemble_arithmetic(
     np.testing.assert_allclose(fused.confidence, expected.confidence, atol=1e-6)
     for name in DISAGREEMENT_FIGURES:
         np.testing.assert_allclose(getattr(fused, name), getattr(expected, name), atol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+@pytest.mark.parametrize("m", [1, 2, 5])
+def test_the_answer_in_the_graph_equals_the_ensemble_arithmetic(opset: int, m: int) -> None:
+    """Label, confidence, member labels and every figure from the graph, against
+    snapens.ensemble.combine on the same member probabilities."""
+    members = [classifier(seed, opset) for seed in range(m)]
+    x = pixels(200, seed=3)
+    outputs = session(fuse(members, INPUT, LOGITS, answer=True)).run(
+        [MEMBER_PROBABILITIES, PROBABILITIES, *ANSWER_OUTPUTS], {INPUT: x}
+    )
+    member_probs, mean, *answer = outputs
+    got = dict(zip(ANSWER_OUTPUTS, answer, strict=True))
+    expected = combine(member_probs, mean=mean)
+    np.testing.assert_array_equal(got["label"], expected.label)
+    np.testing.assert_array_equal(got["member_labels"], expected.member_labels)
+    for name in ("confidence", *DISAGREEMENT_FIGURES):
+        assert got[name].dtype == np.float32 and got[name].shape == (200,)
+        np.testing.assert_allclose(got[name], getattr(expected, name), rtol=0, atol=1e-6)
+    if m > 1:  # the members disagree on some inputs, so every figure is exercised
+        assert (expected.vote_disagreement > 0).any() and (expected.mutual_information > 0).any()
 
 
 def test_members_with_the_same_weight_names_stay_apart() -> None:

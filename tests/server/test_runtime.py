@@ -28,7 +28,7 @@ from server.providers import (
 )
 from server.runtime import EnsembleRuntime, MemberGroup, Prediction, RuntimeLoadError
 from server.settings import RuntimeSettings
-from snapens.ensemble import softmax
+from snapens.ensemble import DISAGREEMENT_FIGURES, combine, softmax
 from snapens.manifest import ManifestError, read_manifest, write_manifest
 
 
@@ -60,6 +60,26 @@ def test_fused_and_per_member_give_the_members_own_numbers(
     a, b = fused.run(x), per_member.run(x)
     np.testing.assert_allclose(a.member_probs, b.member_probs, atol=1e-6)
     assert (a.mean.argmax(-1) == b.mean.argmax(-1)).all()
+
+
+def test_the_fused_answer_comes_from_the_graph_and_equals_the_per_member_one(
+    digits_repo: Path, digit_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The fused session returns the figures itself (no numpy combine); whole or in
+    batches, they equal the contract's arithmetic on the per-member path's numbers."""
+    x = digit_images[0][:50]
+    folder = digits_repo / "digits"
+    fused = EnsembleRuntime.load(folder, None, RuntimeSettings(execution="fused"))
+    per_member = EnsembleRuntime.load(folder, None, RuntimeSettings(execution="per-member"))
+    assert fused.groups[-1].answers and fused.run(x).result is not None
+    assert per_member.run(x).result is None
+    reference = combine(per_member.run(x).member_probs)
+    for batch_size in (None, 16):
+        got = fused.answer(x, batch_size).result
+        np.testing.assert_array_equal(got.label, reference.label)
+        np.testing.assert_array_equal(got.member_labels, reference.member_labels)
+        for name in ("confidence", *DISAGREEMENT_FIGURES):
+            np.testing.assert_allclose(getattr(got, name), getattr(reference, name), atol=1e-6)
 
 
 def test_loads_the_last_m_snapshots(
