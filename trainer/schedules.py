@@ -161,15 +161,25 @@ def make_plan(cfg: TrainConfig, iterations_per_epoch: int) -> Plan:
 def _fge_plan(cfg: TrainConfig, ipe: int, epochs: int, warmup: int) -> Plan:
     """FGE: round(fraction·B) epochs of the first phase (after any warmup), then whole
     cycles of c epochs filling the rest, a snapshot after the first half of each."""
+    c = cfg.cycle_epochs
+
+    def phases(span: int) -> tuple[int, int]:
+        """(first phase, epochs left for cycles) of a span of epochs after warmup."""
+        first = round(cfg.fge_fraction * span)
+        return first, span - first
+
+    def fits(span: int) -> bool:
+        first, rest = phases(span)
+        return first >= 1 and rest >= c and rest % c == 0
+
     span = epochs - cfg.warmup_epochs
-    first = round(cfg.fge_fraction * span)
-    rest, c = span - first, cfg.cycle_epochs
-    if first < 1 or rest < c or rest % c:
-        fitting = [first + c * n + cfg.warmup_epochs for n in range(1, 4)]
+    first, rest = phases(span)
+    if not fits(span):
+        fitting = [s + cfg.warmup_epochs for s in range(span + 1, span + 100 * c) if fits(s)]
         raise UserError(
             f"--epochs {epochs}: after the first phase of {first} epochs (--fge-fraction "
             f"{cfg.fge_fraction}), {rest} epochs do not make whole cycles of --cycle-epochs {c}; "
-            f"use --epochs {' or '.join(map(str, fitting))}"
+            f"use --epochs {' or '.join(map(str, fitting[:3]))}"
         )
     m = rest // c
     if cfg.cycles is not None and cfg.cycles != m:

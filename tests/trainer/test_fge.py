@@ -62,6 +62,17 @@ def test_fge_plans_that_do_not_fit_are_refused(values: dict[str, object], messag
         make_plan(config(schedule="fge", **values), 10)
 
 
+@pytest.mark.parametrize(("epochs", "warmup"), [(4, 0), (5, 0), (10, 0), (12, 1)])
+def test_the_epochs_suggested_for_a_plan_that_does_not_fit_do_fit(epochs: int, warmup: int) -> None:
+    values = {"schedule": "fge", "fge_fraction": 0.7, "cycle_epochs": 2, "warmup_epochs": warmup}
+    with pytest.raises(UserError, match="do not make whole cycles") as refused:
+        make_plan(config(epochs=epochs, **values), 10)
+    suggested = [int(e) for e in str(refused.value).split("use --epochs ")[1].split(" or ")]
+    assert len(suggested) == 3 and min(suggested) > epochs
+    for fitting in suggested:
+        assert make_plan(config(epochs=fitting, **values), 10).snapshot_steps
+
+
 def test_cycle_epochs_must_be_even() -> None:
     from pydantic import ValidationError
 

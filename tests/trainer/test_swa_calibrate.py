@@ -15,10 +15,15 @@ from torch import nn
 
 from server.runtime import EnsembleRuntime
 from server.settings import RuntimeSettings
+from snapens.folder import ModelFolder
 from snapens.manifest import read_manifest
 from tests.conftest import run_trainer_process
 from trainer.calibrate import calibrate
+from trainer.config_file import build_config
+from trainer.data import Dataset
+from trainer.runtime import runtime
 from trainer.swa import SnapshotAverage
+from trainer.train import Trainer
 
 
 def test_the_average_is_the_mean_of_the_snapshots_and_batch_norm_is_recomputed() -> None:
@@ -104,3 +109,43 @@ def test_no_calibrate_and_default_m_are_honoured(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     manifest = read_manifest(tmp_path / "a")
     assert manifest.temperature == 1.0 and manifest.default_m == 4
+
+
+@pytest.mark.parametrize("augment", ["crop-flip", "none"])
+def test_batch_norm_is_recomputed_on_images_augmented_as_in_training(
+    augment: str, tmp_path: Path
+) -> None:
+    """The SWA model's statistics come from one pass over the training split as the network
+    saw it: padded random crops and flips where training used them (unaugmented statistics
+    cost several points of error), the same pass every time, every image once."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    data = Dataset(x, torch.arange(40) % 2, ["a", "b"], (0.0, 255.0), "RGB", "test")
+    cfg = build_config(
+        {},
+        {
+            "dataset": "npz",
+            "data": tmp_path / "x.npz",
+            "arch": "mlp",
+            "augment": augment,
+            "swa": True,
+            "schedule": "fge",
+            "epochs": 6,
+            "cycle_epochs": 2,
+            "batch_size": 16,
+            "repository": tmp_path,
+        },
+    )
+    with runtime("cpu") as rt:
+        trainer = Trainer(cfg, rt, data, ModelFolder(tmp_path, "m"), None)
+        first = torch.cat(list(trainer.training_pass()))
+        again = torch.cat(list(trainer.training_pass()))
+    plain = trainer.train_x.float()
+    assert first.shape == plain.shape and torch.equal(first, again)
+    if augment == "none":
+        assert torch.equal(first, plain)
+    else:
+        assert not torch.equal(first, plain)
+        # Crops of zero-padded images bring zero borders in: the statistics really differ.
+        assert (first == 0).float().mean() > 5 * (plain == 0).float().mean()
+        assert first.mean() < plain.mean()
