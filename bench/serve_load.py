@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from server.fusion import fuse  # noqa: E402
+from server.providers import choose_providers  # noqa: E402
 from server.runtime import session_options  # noqa: E402
 from server.settings import RuntimeSettings  # noqa: E402
 from snapens.manifest import read_manifest, read_snapshot  # noqa: E402
@@ -253,9 +254,11 @@ def fused_graph(folder: Path, answer: bool = False) -> bytes:
 
 
 def fused_session(folder: Path, answer: bool = False) -> ort.InferenceSession:
-    """The fused graph in a session with the server's default options."""
-    options = session_options(RuntimeSettings())
-    return ort.InferenceSession(fused_graph(folder, answer), options, ["CPUExecutionProvider"])
+    """The fused graph in a session with the server's default options and providers."""
+    settings = RuntimeSettings()
+    providers = choose_providers(settings.providers).providers
+    graph = fused_graph(folder, answer)
+    return ort.InferenceSession(graph, session_options(settings), providers)
 
 
 def raw(folder: Path, batch: int, seconds: float) -> Figures:
