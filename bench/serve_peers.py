@@ -2,7 +2,7 @@
 
     python bench/serve_peers.py [--seconds 5] [--rounds 3] [--peers litserve,kserve,ray]
                                 [--peer-figures graph|numpy]
-                                [--repository DIR --model NAME]
+                                [--keep-others-running] [--repository DIR --model NAME]
                                 [--server-args="--intra-op-threads 1"]
 
 The ensemble is serve_load's CIFAR-10 ResNet-20 of 5 snapshots (trained on first use).
@@ -34,9 +34,10 @@ path after the other, raw in-process onnxruntime (batch 32 and batch 1), this se
 binary and v2 JSON) and each peer, with single-image requests at concurrency 32 and 1
 from serve_load's closed-loop load generator (one keep-alive connection per client; for
 the servers that answer in chunks, KServe's binary replies and Ray Serve's, the same loop
-reading chunks). Prints the medians over rounds as a markdown table, then ratios, and
-the CPU each server used while the others were measured (all stay up: LitServe's
-workers poll even when idle).
+reading chunks). While one path is measured, every other server is paused (SIGSTOP),
+because LitServe's idle workers poll and would take CPU from whichever is measured;
+with --keep-others-running they stay up and the CPU they use idle is reported. Prints
+the medians over rounds as a markdown table, then ratios.
 """
 
 from __future__ import annotations
@@ -456,11 +457,15 @@ def start_peer(
 
 
 class Idle:
-    """The CPU each server uses while the others are measured (all stay up, and two cores
-    are few): from the user and system time /proc gives its process, or with `group` every
-    process of its process group (a peer's). Linux only; elsewhere it reports nothing."""
+    """The servers not being measured. By default each is paused (SIGSTOP to its process,
+    or to every process of its group, a peer's) while another is measured and resumed
+    after, so that no idle server's polling takes CPU from the one measured: LitServe's
+    workers poll even when idle, about a sixth of a core. With `pause` off they stay up,
+    and this counts the CPU they use meanwhile, from the user and system time /proc
+    gives (Linux only; elsewhere it reports nothing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pause: bool = True) -> None:
+        self.pause = pause
         self.servers: dict[str, tuple[int, bool]] = {}  # name: (pid, group)
         self.cpu_s: dict[str, float] = {}
         self.wall_s: dict[str, float] = {}
@@ -486,9 +491,27 @@ class Idle:
         per_s = os.sysconf("SC_CLK_TCK")
         return {name: count / per_s for name, count in ticks.items()}
 
+    def _signal(self, name: str, signum: int) -> None:
+        pid, group = self.servers[name]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if group:
+                os.killpg(pid, signum)
+            else:
+                os.kill(pid, signum)
+
     @contextlib.contextmanager
     def while_measuring(self, busy: str | None) -> Iterator[None]:
-        """Counts what every server but `busy` uses during the block."""
+        """Pauses every server but `busy` during the block, or counts what they use."""
+        others = [name for name in self.servers if name != busy]
+        if self.pause:
+            for name in others:
+                self._signal(name, signal.SIGSTOP)
+            try:
+                yield
+            finally:
+                for name in others:
+                    self._signal(name, signal.SIGCONT)
+            return
         before, started = self.cpu(), time.perf_counter()
         yield
         after, elapsed = self.cpu(), time.perf_counter() - started
@@ -626,6 +649,12 @@ def main() -> None:
         "server does (the same work); numpy, from snapens.ensemble.combine on the graph's "
         "probabilities (what a user of a peer would write, without server.fused_figures)",
     )
+    parser.add_argument(
+        "--keep-others-running",
+        action="store_true",
+        help="leave the servers not being measured running (default: paused with SIGSTOP) "
+        "and report the CPU they use while idle",
+    )
     parser.add_argument("--repository", type=Path, default=BENCH_REPO)
     parser.add_argument("--model", default=BENCH_MODEL)
     parser.add_argument(
@@ -687,7 +716,7 @@ def main() -> None:
     ours_started: list[subprocess.Popen[bytes]] = []  # this server, in our process group
     started: list[subprocess.Popen[bytes]] = []  # the peers, each in its own
     samples: dict[tuple[str, int], list[Figures]] = {}
-    idle = Idle()
+    idle = Idle(pause=not opts.keep_others_running)
     try:
         server, port = serve(
             opts.repository,
