@@ -33,7 +33,7 @@ from server.providers import (
     choose_providers,
     provider_options,
 )
-from server.settings import Execution, GraphOptimization, Providers, RuntimeSettings
+from server.settings import Execution, GraphOptimization, Providers, RuntimeSettings, Spinning
 from snapens.ensemble import EnsembleResult, combine, softmax
 from snapens.manifest import Manifest, ManifestError, SnapshotEntry, read_manifest, read_snapshot
 
@@ -70,8 +70,11 @@ def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
         else ort.ExecutionMode.ORT_SEQUENTIAL
     )
     options.log_severity_level = 3
-    spinning = "1" if settings.intra_op_spinning else "0"
-    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    spinning = settings.intra_op_spinning
+    allow = "0" if spinning == Spinning.OFF else "1"
+    options.add_session_config_entry("session.intra_op.allow_spinning", allow)
+    if spinning == Spinning.RUN:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 

@@ -40,6 +40,14 @@ class GraphOptimization(StrEnum):
     ALL = "all"
 
 
+class Spinning(StrEnum):
+    """When onnxruntime's intra-op threads spin-wait for work instead of sleeping."""
+
+    ON = "on"  # onnxruntime's default: also between runs, until they give up
+    RUN = "run"  # only while a run is in progress (session.force_spinning_stop)
+    OFF = "off"
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -72,10 +80,11 @@ class RuntimeSettings(BaseSettings):
         "per-member: one session per snapshot",
     )
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0: all cores")
-    intra_op_spinning: bool = Field(
-        True,
-        description="onnxruntime's intra-op threads spin while waiting for work (faster hand-off, "
-        "but a spinning thread takes a core from the event loop)",
+    intra_op_spinning: Spinning = Field(
+        Spinning.ON,
+        description="when onnxruntime's intra-op threads spin-wait for work: on (also between "
+        "runs, onnxruntime's default), run (only during a run: the cores go back to the event "
+        "loop as soon as a batch is done), off",
     )
     inter_op_threads: int = Field(
         0, ge=0, description="onnxruntime inter-op threads; 0: onnxruntime's choice"

@@ -36,7 +36,7 @@ MODEL_NAME = "ensemble"  # the name a peer serves the graph under, where it take
 # bench/serve_peers.py checks that they still are.
 INTRA_OP_THREADS = 0  # 0: onnxruntime's choice, all cores
 INTER_OP_THREADS = 0
-INTRA_OP_SPINNING = True
+INTRA_OP_SPINNING = "on"  # on, run (only during a run) or off
 PARALLEL_EXECUTION = False
 GRAPH_OPTIMIZATION = "all"
 ANSWER_OUTPUTS = ("label", "confidence", "member_labels", *DISAGREEMENT_FIGURES)
@@ -58,8 +58,10 @@ def session(graph: Path) -> ort.InferenceSession:
     )
     options.log_severity_level = 3
     options.add_session_config_entry(
-        "session.intra_op.allow_spinning", "1" if INTRA_OP_SPINNING else "0"
+        "session.intra_op.allow_spinning", "0" if INTRA_OP_SPINNING == "off" else "1"
     )
+    if INTRA_OP_SPINNING == "run":
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
 

@@ -26,7 +26,13 @@ from server.providers import (
     linked_libraries,
     provider_library,
 )
-from server.runtime import EnsembleRuntime, MemberGroup, Prediction, RuntimeLoadError
+from server.runtime import (
+    EnsembleRuntime,
+    MemberGroup,
+    Prediction,
+    RuntimeLoadError,
+    session_options,
+)
 from server.settings import RuntimeSettings
 from snapens.ensemble import DISAGREEMENT_FIGURES, combine, softmax
 from snapens.manifest import ManifestError, read_manifest, write_manifest
@@ -274,3 +280,19 @@ def test_the_served_members_run_alone_unless_more_are_asked_for(
         assert runtime.answer(x, members=1).prediction.member_probs.shape == (2, 20, 10)
         with pytest.raises(AssertionError, match="earlier members ran"):
             runtime.answer(x, members=3)
+
+
+@pytest.mark.parametrize(
+    ("spinning", "allow", "stop_after_run"),
+    [("on", "1", None), ("run", "1", "1"), ("off", "0", None)],
+)
+def test_the_spinning_setting_reaches_onnxruntime(
+    spinning: str, allow: str, stop_after_run: str | None
+) -> None:
+    options = session_options(RuntimeSettings(intra_op_spinning=spinning))
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow
+    if stop_after_run is None:
+        with pytest.raises(Exception, match="force_spinning_stop"):
+            options.get_session_config_entry("session.force_spinning_stop")
+    else:
+        assert options.get_session_config_entry("session.force_spinning_stop") == stop_after_run
