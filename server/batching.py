@@ -1,14 +1,14 @@
-"""Dynamic batching: concurrent requests for a model wait (at most `max_delay`) to be run
-together as one batch of at most `max_rows` rows, then each gets its own slice of the
-result.
+"""Dynamic batching: concurrent requests for a model wait to be run together as one batch
+of at most `max_rows` rows, then each gets its own slice of the result.
 
 The wait is adaptive: it is spent only under concurrency, and only while the requests
 of the last round are still coming back. When a batch is answered, the requests it held and
-those that queued behind it are the clients of this round; the next batch waits (at most
-`max_delay` after the worker became free) until that many requests are queued, so the
-clients answered a moment ago join the ones that waited, instead of two halves alternating
-in batches of half the size. A request that arrives alone runs at once, so batching adds
-no latency at low load.
+those that queued behind it are the clients of this round; the next batch waits until that
+many requests are queued, so the clients answered a moment ago join the ones that waited,
+instead of two halves alternating in batches of half the size. It waits only while they
+keep arriving: at most `max_delay` after the latest arrival (or after the worker became
+free), so a client that has gone costs one quiet `max_delay`, not a stall. A request that
+arrives alone runs at once, so batching adds no latency at low load.
 
 A request may ask for more members than the served ones (a larger m); a batch runs the
 members its most demanding request needs, and each request takes its own last m.
@@ -102,13 +102,14 @@ class DynamicBatcher:
 
     async def _fill(self) -> None:
         """Under concurrency, wait until the last round's requests are queued again (or
-        the batch is full, or max_delay has passed since the worker became free)."""
+        the batch is full, or none has arrived for max_delay since the latest did and the
+        worker became free)."""
         if self._round <= 1:
             return
-        deadline = max(self._free_since, self._pending[0].enqueued) + self._max_delay
         while (
             self._rows < self._max_rows and len(self._pending) < self._round and not self._closing
         ):
+            deadline = max(self._free_since, self._pending[-1].enqueued) + self._max_delay
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return

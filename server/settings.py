@@ -121,7 +121,8 @@ class ServerSettings(RuntimeSettings):
     max_queue_delay_ms: float = Field(
         2.0,
         ge=0,
-        description="longest wait to fill a batch, spent only while requests arrive concurrently",
+        description="under concurrency, how long a batch waits for the next request of its "
+        "round before it runs with those there are (a wait spent only while requests arrive)",
     )
     batch_workers: int = Field(1, ge=1, description="batches in flight at once per model")
     max_request_batch: int = Field(256, ge=1, description="rows allowed in one request, 413 beyond")

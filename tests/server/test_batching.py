@@ -196,6 +196,22 @@ def test_two_halves_of_the_clients_merge_instead_of_alternating(
     assert batches_up_to(metrics, 4) == 2
 
 
+def test_a_client_that_leaves_costs_one_quiet_delay_not_a_stall(runtime: EnsembleRuntime) -> None:
+    """Four clients, one of which stops after its first request: the next batch waits for
+    the round of four only while requests keep arriving, then runs the three there are."""
+    metrics = Metrics()
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(NAME, lambda: runtime, 64, 0.05, metrics)
+        batcher.start()
+        clients = [closed_loop(batcher, n, pixels(1, seed=i)) for i, n in enumerate((3, 3, 3, 1))]
+        await asyncio.gather(*clients)
+        await batcher.close()
+
+    run(scenario)
+    assert batches(metrics) == (3, 4 + 3 + 3)
+
+
 def test_an_error_reaches_only_the_request_that_causes_it(runtime: EnsembleRuntime) -> None:
     """A request onnxruntime refuses (8x9 pixels) fails alone, whether it ran in a batch of
     its own or was batched with others; every other request gets its answer."""
