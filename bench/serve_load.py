@@ -183,19 +183,33 @@ def v2_request(model: str, x: np.ndarray) -> bytes:
     ).encode() + body
 
 
+async def read_reply(reader: asyncio.StreamReader) -> bytes:
+    """Read one whole HTTP/1.1 reply, by its Content-Length or in chunks (as KServe's binary
+    answers and Ray Serve's come); returns its status line."""
+    status = await reader.readline()
+    length, in_chunks = 0, False
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+        elif name.lower() == b"transfer-encoding":
+            in_chunks = b"chunked" in value.lower()
+    if not in_chunks:
+        await reader.readexactly(length)
+        return status
+    while size := int((await reader.readline()).split(b";")[0], 16):
+        await reader.readexactly(size + 2)
+    await reader.readline()  # the empty line after the last chunk (no trailers)
+    return status
+
+
 async def _client(port: int, request: bytes, until: float, latencies: list[float]) -> None:
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
         while time.perf_counter() < until:
             started = time.perf_counter()
             writer.write(request)
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.partition(b":")
-                if name.lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
+            status = await read_reply(reader)
             if b" 200 " not in status:
                 raise RuntimeError(f"server answered {status!r}")
             latencies.append(time.perf_counter() - started)

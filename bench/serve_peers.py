@@ -32,9 +32,9 @@ checked before measuring: its answer to a test image must have this server's lab
 its probabilities and mutual information within 1e-5. Each round then measures, one
 path after the other, raw in-process onnxruntime (batch 32 and batch 1), this server (v2
 binary and v2 JSON) and each peer, with single-image requests at concurrency 32 and 1
-from serve_load's closed-loop load generator (one keep-alive connection per client; for
-the servers that answer in chunks, KServe's binary replies and Ray Serve's, the same loop
-reading chunks). While one path is measured, every other server is paused (SIGSTOP),
+from serve_load's closed-loop load generator (one keep-alive connection per client,
+reading replies by their Content-Length or in chunks, as KServe's binary replies and Ray
+Serve's come). While one path is measured, every other server is paused (SIGSTOP),
 because LitServe's idle workers poll and would take CPU from whichever is measured;
 with --keep-others-running they stay up and the CPU they use idle is reported. Prints
 the medians over rounds as a markdown table, then ratios.
@@ -80,7 +80,6 @@ from serve_load import (  # noqa: E402
     median_figures,
     raw,
     serve,
-    summarize,
     v2_json_request,
     v2_request,
 )
@@ -277,60 +276,6 @@ def chunked(headers: dict[str, str]) -> bool:
     return "chunked" in headers.get("transfer-encoding", "").lower()
 
 
-# serve_load's load generator reads a reply's body by its Content-Length; KServe (binary
-# answers) and Ray Serve send theirs in chunks. The same closed loop, reading either:
-
-
-async def _read_reply(reader: asyncio.StreamReader) -> bytes:
-    """A reply's status line, after reading the whole reply."""
-    status = await reader.readline()
-    length, in_chunks = 0, False
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
-            length = int(value)
-        elif name.lower() == b"transfer-encoding":
-            in_chunks = b"chunked" in value.lower()
-    if not in_chunks:
-        await reader.readexactly(length)
-        return status
-    while size := int((await reader.readline()).split(b";")[0], 16):
-        await reader.readexactly(size + 2)
-    await reader.readline()  # the empty line after the last chunk (no trailers)
-    return status
-
-
-async def _client_any_framing(
-    port: int, request: bytes, until: float, latencies: list[float]
-) -> None:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        while time.perf_counter() < until:
-            started = time.perf_counter()
-            writer.write(request)
-            status = await _read_reply(reader)
-            if b" 200 " not in status:
-                raise RuntimeError(f"server answered {status!r}")
-            latencies.append(time.perf_counter() - started)
-    finally:
-        writer.close()
-
-
-def load_any_framing(port: int, request: bytes, concurrency: int, seconds: float) -> Figures:
-    """serve_load.load() for single-image requests, reading chunked replies too."""
-    latencies: list[float] = []
-
-    async def run(clients: int, until: float, into: list[float]) -> None:
-        await asyncio.gather(
-            *(_client_any_framing(port, request, until, into) for _ in range(clients))
-        )
-
-    asyncio.run(run(1, time.perf_counter() + 0.5, []))  # warm-up, as load() does
-    started = time.perf_counter()
-    asyncio.run(run(concurrency, started + seconds, latencies))
-    return summarize(latencies, 1, time.perf_counter() - started)
-
-
 V2_DATATYPES = {"FP32": "<f4", "INT64": "<i8"}
 
 
@@ -387,7 +332,7 @@ class Served:
     decode: Callable[[Reply], dict[str, np.ndarray]]
     model: str = ""  # whose batch histogram the server reports (this server only)
     how: str = ""  # its batching, for the table
-    in_chunks: bool = False  # replies without Content-Length: load_any_framing() reads them
+    in_chunks: bool = False  # replies without Content-Length, in chunks (said in the table)
 
     def note(self) -> str:
         said = [self.how] if self.how else []
@@ -396,8 +341,6 @@ class Served:
         return f" ({', '.join(said)})" if said else ""
 
     def measure(self, concurrency: int, seconds: float) -> Figures:
-        if self.in_chunks:
-            return load_any_framing(self.port, self.request, concurrency, seconds)
         return load(self.port, self.request, concurrency, 1, seconds, self.model)
 
 
