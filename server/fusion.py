@@ -46,7 +46,8 @@ def fuse(
     answer: bool = False,
 ) -> onnx.ModelProto:
     """One graph computing every member's softmax(logits / temperature), stacked, and their
-    mean; with `answer` also the ensemble's answer (server.fused_figures.ANSWER_OUTPUTS)."""
+    mean; with `answer` also the ensemble's answer (server.fused_figures.ANSWER_OUTPUTS),
+    where the members declare a fixed number of classes (else the caller combines)."""
     if not members:
         raise ValueError("an ensemble needs at least one member")
     first = members[0].graph
@@ -87,9 +88,7 @@ def fuse(
     batch = shared_input.type.tensor_type.shape.dim[0]
     k = classes.dim_value if classes.HasField("dim_value") else None
     extra_outputs = []
-    if answer:
-        if k is None:
-            raise ValueError("the ensemble's answer in the graph needs a fixed number of classes")
+    if answer and k is not None:  # OneHot needs the number of classes
         extra_nodes, constants = answer_nodes(
             MEMBER_PROBABILITIES, PROBABILITIES, len(members), k, opset
         )

@@ -211,8 +211,9 @@ class EnsembleRuntime:
                     ort.InferenceSession(g.SerializeToString(), options, providers, per_provider)
                     for g in part
                 ]
-            fused_answer = answers and settings.execution == Execution.FUSED
-            return MemberGroup(len(part), sessions, settings.execution, manifest, fused_answer)
+            outputs = {o.name for o in sessions[0].get_outputs()}
+            in_graph = settings.execution == Execution.FUSED and ANSWER_OUTPUTS[0] in outputs
+            return MemberGroup(len(part), sessions, settings.execution, manifest, in_graph)
 
         served = min(wanted, len(graphs))
         try:

@@ -108,6 +108,14 @@ def test_the_answer_in_the_graph_equals_the_ensemble_arithmetic(opset: int, m: i
         assert (expected.vote_disagreement > 0).any() and (expected.mutual_information > 0).any()
 
 
+def test_members_without_a_fixed_number_of_classes_get_no_answer_in_the_graph() -> None:
+    members = [classifier(seed) for seed in range(2)]
+    for member in members:
+        member.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "K"
+    fused = fuse(members, INPUT, LOGITS, answer=True)
+    assert [o.name for o in fused.graph.output] == [MEMBER_PROBABILITIES, PROBABILITIES]
+
+
 def test_members_with_the_same_weight_names_stay_apart() -> None:
     """Every member's weights are called W and B; each member's output is still its own."""
     members = [classifier(seed) for seed in (7, 8, 9)]
