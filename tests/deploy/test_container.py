@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits
 
 from tests.conftest import ROOT
 from tests.deploy.dockerfile import Stage, env, exec_form, healthcheck, ignored
-from tests.server.conftest import free_port, wait_until
+from tests.server.conftest import free_port, log_records, wait_until
 
 API_KEY = "container-test-key"
 
@@ -130,7 +130,9 @@ def test_entry_command_serves_passes_its_health_check_and_stops_on_sigterm(
     # re-raise is ignored and the exit status is 0).
     assert process.returncode in (0, -signal.SIGTERM), out
     assert f"listening on http://0.0.0.0:{port}" in out
-    assert '"msg": "stopped"' in out and '"level": "error"' not in out
+    records = log_records(out)
+    assert any(r["msg"] == "stopped" for r in records), out
+    assert not [r for r in records if r["level"] == "error"], out
     assert run_healthcheck(check, environment, workdir) == 1
     assert {"interval", "timeout", "start-period", "retries"} <= set(options)
 

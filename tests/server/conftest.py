@@ -3,8 +3,10 @@ written without torch (the `synthetic_digits` folder of tests/conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
+import json
 import shutil
 import socket
 import threading
@@ -42,6 +44,16 @@ def png(pixels: np.ndarray) -> bytes:
         buffer, format="PNG"
     )
     return buffer.getvalue()
+
+
+def log_records(output: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a server's output, parsed (other lines skipped)."""
+    records = []
+    for line in output.splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+    return records
 
 
 def free_port() -> int:
