@@ -364,9 +364,10 @@ def median_figures(samples: list[Figures]) -> Figures:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
+def load_arguments(doc: str | None, seconds: float) -> argparse.ArgumentParser:
+    """The flags every serving benchmark takes: how long, which model, the server's flags."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=seconds, help="per measurement")
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds; medians are printed"
     )
@@ -375,10 +376,14 @@ def main() -> None:
     parser.add_argument(
         "--server-args",
         default="",
-        help='more flags for the fused server, e.g. "--intra-op-threads 1" (the raw path '
-        "keeps onnxruntime's defaults)",
+        help='more flags for this project\'s server, e.g. --server-args="--intra-op-threads 1" '
+        "(every other path keeps the server's default session options)",
     )
-    opts = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    opts = load_arguments(__doc__, seconds=4.0).parse_args()
     folder = ensure_model(opts.repository, opts.model)
     model = opts.model  # whose batch histogram the fused server reports
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -42,7 +42,6 @@ the medians over rounds as a markdown table, then ratios.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -68,8 +67,6 @@ sys.path.insert(0, str(BENCH / "peers"))
 
 import common  # noqa: E402
 from serve_load import (  # noqa: E402
-    BENCH_MODEL,
-    BENCH_REPO,
     HOST,
     ROOT,
     Figures,
@@ -77,6 +74,7 @@ from serve_load import (  # noqa: E402
     free_port,
     fused_graph,
     load,
+    load_arguments,
     median_figures,
     raw,
     serve,
@@ -574,11 +572,7 @@ def checked(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds; medians are printed"
-    )
+    parser = load_arguments(__doc__, seconds=5.0)
     parser.add_argument(
         "--peers",
         default=",".join(PEERS),
@@ -597,14 +591,6 @@ def main() -> None:
         action="store_true",
         help="leave the servers not being measured running (default: paused with SIGSTOP) "
         "and report the CPU they use while idle",
-    )
-    parser.add_argument("--repository", type=Path, default=BENCH_REPO)
-    parser.add_argument("--model", default=BENCH_MODEL)
-    parser.add_argument(
-        "--server-args",
-        default="",
-        help='more flags for this project\'s server, e.g. --server-args="--intra-op-threads 1" '
-        "(the peers and the raw path keep the server's default session options)",
     )
     opts = parser.parse_args()
     chosen = [p.strip() for p in opts.peers.split(",") if p.strip()]
