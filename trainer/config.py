@@ -29,6 +29,7 @@ RUNTIME_FIELDS = frozenset(
         "skip_if_exists",
         "snapshots",
         "repository",
+        "eval_every",
     }
 )
 
@@ -182,6 +183,14 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(
         1000, ge=1, description="examples per evaluation batch", json_schema_extra=OPTIMISATION
     )
+    eval_every: int = Field(
+        1,
+        ge=1,
+        description="validate every N epochs, and always at a snapshot and after the last "
+        "epoch (the per-epoch curves then have a point every N epochs; the weights are the "
+        "same whatever N)",
+        json_schema_extra=OPTIMISATION,
+    )
 
     # output
     repository: Path = Field(
@@ -293,6 +302,10 @@ class TrainConfig(BaseModel):
             raise ValueError("--overwrite and --resume contradict each other: pick one")
         if self.schedule is Schedule.LIPSCHITZ and self.warmup_epochs:
             raise ValueError("lipschitz computes its own rate every epoch: drop --warmup-epochs")
+        if self.schedule is Schedule.PLATEAU and self.eval_every != 1:
+            raise ValueError(
+                "plateau reads the validation loss after every epoch: drop --eval-every"
+            )
         return self
 
     # Resolved values -----------------------------------------------------------------

@@ -264,9 +264,12 @@ class Trainer:
         )
 
     def _end_epoch(self, train_loss: float, began: float) -> None:
-        evaluation = self._evaluate()
-        val_loss = self.rt.broadcast_float(evaluation.loss if evaluation is not None else None)
         cycle = self.cycle_at.get(self.step)
+        evaluation: Evaluation | None = None
+        val_loss: float | None = None
+        if self._validation_due(cycle):  # the same answer on every rank
+            evaluation = self._evaluate()
+            val_loss = self.rt.broadcast_float(evaluation.loss if evaluation else None)
         if cycle is not None:
             self._snapshot(cycle, evaluation)
         self.schedule.end_epoch(self.step, val_loss)
@@ -280,6 +283,11 @@ class Trainer:
                 self.epoch, train_loss, error, evaluation.loss, last_lr, seconds
             )
         self._checkpoint()
+
+    def _validation_due(self, cycle: int | None) -> bool:
+        """Every `eval_every` epochs, at a snapshot, and after the last epoch."""
+        done = self.epoch + 1
+        return cycle is not None or done % self.cfg.eval_every == 0 or done == self.plan.epochs
 
     # Snapshots and checkpoints -------------------------------------------------------
 
