@@ -83,6 +83,11 @@ from serve_load import (  # noqa: E402
 )
 
 from server.fused_figures import ANSWER_OUTPUTS  # noqa: E402
+from server.fusion import (  # noqa: E402
+    MEMBER_PROBABILITIES,
+    PROBABILITIES,
+    TRAINED_MEMBER_PROBABILITIES,
+)
 from server.settings import RuntimeSettings  # noqa: E402
 from snapens.manifest import read_manifest  # noqa: E402
 
@@ -212,10 +217,17 @@ def versions(python: Path, distributions: list[str]) -> dict[str, str]:
 def check_common() -> None:
     """bench/peers/common.py still has the server's default session options and its fused
     graph's output names."""
-    if common.ANSWER_OUTPUTS != ANSWER_OUTPUTS:
+    names = (ANSWER_OUTPUTS, MEMBER_PROBABILITIES, PROBABILITIES, TRAINED_MEMBER_PROBABILITIES)
+    theirs = (
+        common.ANSWER_OUTPUTS,
+        common.MEMBER_PROBABILITIES,
+        common.PROBABILITIES,
+        common.TRAINED_MEMBER_PROBABILITIES,
+    )
+    if theirs != names:
         raise SystemExit(
-            f"bench/peers/common.py has ANSWER_OUTPUTS = {common.ANSWER_OUTPUTS}, "
-            f"server.fused_figures {ANSWER_OUTPUTS}: update it"
+            f"bench/peers/common.py names the fused graph's outputs {theirs}, "
+            f"server.fusion and server.fused_figures {names}: update it"
         )
     fields = RuntimeSettings.model_fields
     ours = {

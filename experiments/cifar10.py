@@ -321,9 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument(
         "--stage",
-        choices=["all", "train"],
+        choices=["all", "train", "evaluate"],
         default="all",
-        help="train only, or train (skipping what is done), evaluate and report",
+        help="train only; train (skipping what is done), evaluate and report; or evaluate "
+        "the finished results again from their model folders (keeping their training "
+        "records) and report",
     )
     parser.add_argument(
         "--methods",
@@ -340,14 +342,19 @@ def main(argv: list[str] | None = None) -> int:
     preset = PRESETS[opts.preset]
     out = RESULTS / opts.preset
     out.mkdir(parents=True, exist_ok=True)
-    val = validation_split() if opts.stage == "all" else None
+    val = validation_split() if opts.stage != "train" else None
     for method in selected(methods(preset, opts.preset), opts.methods):
         target = out / f"{method.key}.json"
-        if target.is_file():
+        if opts.stage == "evaluate":
+            runs = finished_runs(method, target)
+            if runs is None:
+                continue
+        elif target.is_file():
             print(f"{method.key}: done earlier ({target.relative_to(ROOT)})")
             continue
-        print(f"{method.key}: training {len(method.runs)} run(s)", flush=True)
-        runs = [train_run(run, opts.preset, WORK / opts.preset / "logs") for run in method.runs]
+        else:
+            print(f"{method.key}: training {len(method.runs)} run(s)", flush=True)
+            runs = [train_run(run, opts.preset, WORK / opts.preset / "logs") for run in method.runs]
         if val is None:
             continue
         result = {
@@ -379,6 +386,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 SERVED_PRESET = "cpu-small"
+
+
+def finished_runs(method: Method, target: Path) -> list[dict[str, Any]] | None:
+    """The training records of a finished result whose model folders are all here, to
+    evaluate again; None (saying why) otherwise."""
+    if not target.is_file():
+        print(f"{method.key}: not finished, nothing to evaluate again")
+        return None
+    runs: list[dict[str, Any]] = json.loads(target.read_text())["runs"]
+    folders = [ROOT / r["folder"] for r in runs]
+    if method.swa:
+        folders.append(folders[0].with_name(folders[0].name + "-swa"))
+    missing = [f.name for f in folders if not (f / "manifest.json").is_file()]
+    if missing:
+        print(f"{method.key}: model folder(s) {', '.join(missing)} not here: left as it was")
+        return None
+    print(f"{method.key}: evaluating again", flush=True)
+    return runs
 
 
 def selected(found: list[Method], names: str | None) -> list[Method]:

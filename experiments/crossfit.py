@@ -48,7 +48,8 @@ def cross_fitted(
         temperatures, nll = last_m_temperatures(member_logits[:, fit], targets[fit])
         m = 1 if single else choose_served_size(nll).m
         members = member_probabilities(member_logits[-m:, test], temperatures[m - 1])
-        result = combine(members)
+        # As served: the disagreement figures from the members as trained (temperature 1).
+        result = combine(members, trained=member_probabilities(member_logits[-m:, test]))
         probabilities[test] = result.probabilities
         mutual[test] = result.mutual_information
         chosen.append({"m": m, "temperature": temperatures[m - 1]})

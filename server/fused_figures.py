@@ -23,7 +23,7 @@ MEMBER_LABELS = "member_labels"
 ANSWER_OUTPUTS = (LABEL, CONFIDENCE, MEMBER_LABELS, *DISAGREEMENT_FIGURES)
 
 
-class _Builder:
+class NodeBuilder:
     """Appends nodes with fresh intermediate names; reductions spelt for the opset (axes
     became an input of ReduceSum in opset 13, of the other Reduce* ops in 18)."""
 
@@ -31,40 +31,44 @@ class _Builder:
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        self._constants: set[str] = set()
         self._count = 0
 
     def const(self, name: str, dtype: int, dims: list[int], values: list[float]) -> str:
-        full = f"answer_{name}"
-        if all(t.name != full for t in self.initializers):
+        full = f"fused_{name}"
+        if full not in self._constants:
+            self._constants.add(full)
             self.initializers.append(helper.make_tensor(full, dtype, dims, values))
         return full
 
     def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs: Any) -> str:
         if output is None:
             self._count += 1
-            output = f"answer_t{self._count}"
+            output = f"fused_t{self._count}"
         self.nodes.append(helper.make_node(op_type, inputs, [output], **attrs))
         return output
 
-    def reduce(self, op_type: str, x: str, axis: int, output: str | None = None) -> str:
+    def reduce(
+        self, op_type: str, x: str, axis: int, output: str | None = None, keepdims: int = 0
+    ) -> str:
         if self.opset >= 18 or (op_type == "ReduceSum" and self.opset >= 13):
             axes = self.const(f"axes{axis}".replace("-", "_"), TensorProto.INT64, [1], [axis])
-            return self.op(op_type, [x, axes], output, keepdims=0)
-        return self.op(op_type, [x], output, axes=[axis], keepdims=0)
+            return self.op(op_type, [x, axes], output, keepdims=keepdims)
+        return self.op(op_type, [x], output, axes=[axis], keepdims=keepdims)
 
 
-def _entropy(b: _Builder, p: str, zero: str, one: str, output: str | None = None) -> str:
+def _entropy(b: NodeBuilder, p: str, zero: str, one: str, output: str | None = None) -> str:
     """-Σ p ln p over the last axis, with 0·ln 0 = 0."""
     safe = b.op("Where", [b.op("Greater", [p, zero]), p, one])
     return b.op("Neg", [b.reduce("ReduceSum", b.op("Mul", [p, b.op("Log", [safe])]), -1)], output)
 
 
 def answer_nodes(
-    member_probs: str, mean: str, members: int, classes: int, opset: int
-) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Nodes computing ANSWER_OUTPUTS from member probabilities [m, N, K] and their mean
-    [N, K], as snapens.ensemble.combine defines them."""
-    b = _Builder(opset)
+    b: NodeBuilder, mean: str, trained: str, trained_mean: str, members: int, classes: int
+) -> None:
+    """Appends to `b` the nodes computing ANSWER_OUTPUTS as snapens.ensemble.combine defines
+    them: the label and confidence from the served mean [N, K], the disagreement from the
+    members as trained (temperature 1), [m, N, K], and their mean."""
     f32 = TensorProto.FLOAT
     zero = b.const("zero", f32, [], [0.0])
     one = b.const("one", f32, [], [1.0])
@@ -74,7 +78,7 @@ def answer_nodes(
 
     label = b.op("ArgMax", [mean], LABEL, axis=-1, keepdims=0)
     b.reduce("ReduceMax", mean, -1, CONFIDENCE)
-    member_labels = b.op("ArgMax", [member_probs], MEMBER_LABELS, axis=-1, keepdims=0)
+    member_labels = b.op("ArgMax", [trained], MEMBER_LABELS, axis=-1, keepdims=0)
 
     agrees = b.op("Equal", [member_labels, b.op("Unsqueeze", [label, axis0])])
     disagrees = b.op("Cast", [b.op("Not", [agrees])], to=f32)
@@ -90,17 +94,16 @@ def answer_nodes(
     else:
         b.op("Mul", [b.op("Cast", [label], to=f32), zero], "pairwise_disagreement")
 
-    predictive = _entropy(b, mean, zero, one, "predictive_entropy")
-    expected = b.reduce("ReduceMean", _entropy(b, member_probs, zero, one), 0, "expected_entropy")
+    predictive = _entropy(b, trained_mean, zero, one, "predictive_entropy")
+    expected = b.reduce("ReduceMean", _entropy(b, trained, zero, one), 0, "expected_entropy")
     b.op("Max", [b.op("Sub", [predictive, expected]), zero], "mutual_information")
 
     # Each member's probability of the ensemble's label, and their spread over members.
     chosen = b.op("OneHot", [label, depth, off_on])
-    picked = b.reduce("ReduceSum", b.op("Mul", [member_probs, chosen]), -1)
+    picked = b.reduce("ReduceSum", b.op("Mul", [trained, chosen]), -1)
     centred = b.op("Sub", [picked, b.op("Unsqueeze", [b.reduce("ReduceMean", picked, 0), axis0])])
     variance = b.reduce("ReduceMean", b.op("Mul", [centred, centred]), 0)
     b.op("Sqrt", [variance], "member_std")
-    return b.nodes, b.initializers
 
 
 def answer_value_infos(members: int, batch: str | None) -> list[onnx.ValueInfoProto]:

@@ -2,13 +2,17 @@
 takes each member's softmax, stacks them and averages them, so a batch costs one
 `session.run` instead of m.
 
-    input ──▶ member 1 ──▶ ÷T ──▶ Softmax ──▶ Unsqueeze ─┐
-          ──▶ member 2 ──▶ ÷T ──▶ Softmax ──▶ Unsqueeze ─┼─▶ Concat ──▶ member_probabilities
-          ──▶ ...                                        ┘       └──▶ ReduceMean ──▶ probabilities
+    input ──▶ member 1 ──▶ Softmax ──▶ Unsqueeze ─┐
+          ──▶ member 2 ──▶ Softmax ──▶ Unsqueeze ─┼─▶ Concat ──▶ (trained_)member_probabilities
+          ──▶ ...                                 ┘     └──▶ p^(1/T) / Σ ──▶ member_probabilities
+                                                                   └──▶ ReduceMean ──▶ probabilities
 
-T is the manifest's temperature; with T = 1 the division is left out. With `answer`,
-the graph also returns the ensemble's label, confidence and disagreement figures
-(server.fused_figures), so the served members' answer is one `session.run`.
+T is the manifest's temperature: softmax(z)^(1/T), renormalised, is softmax(z / T), so
+the members as trained (which the disagreement figures describe, see
+snapens.ensemble.combine) and as served come from one softmax each. With T = 1 the
+scaling is left out and the two are one output. With `answer`, the graph also returns
+the ensemble's label, confidence and disagreement figures (server.fused_figures), so the
+served members' answer is one `session.run`.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, compose, helper
 
-from server.fused_figures import answer_nodes, answer_value_infos
+from server.fused_figures import NodeBuilder, answer_nodes, answer_value_infos
 
 MEMBER_PROBABILITIES = "member_probabilities"
 PROBABILITIES = "probabilities"
+# The members at temperature 1, an output only where the temperature is not 1.
+TRAINED_MEMBER_PROBABILITIES = "trained_member_probabilities"
 
 
 def _member_subgraph(
@@ -46,55 +52,49 @@ def fuse(
     answer: bool = False,
 ) -> onnx.ModelProto:
     """One graph computing every member's softmax(logits / temperature), stacked, and their
-    mean; with `answer` also the ensemble's answer (server.fused_figures.ANSWER_OUTPUTS),
-    where the members declare a fixed number of classes (else the caller combines)."""
+    mean; where the temperature is not 1 also the members at temperature 1
+    (TRAINED_MEMBER_PROBABILITIES); with `answer` also the ensemble's answer
+    (server.fused_figures.ANSWER_OUTPUTS), where the members declare a fixed number of
+    classes (else the caller combines)."""
     if not members:
         raise ValueError("an ensemble needs at least one member")
     first = members[0].graph
     shared_input = next(i for i in first.input if i.name == input_name)
     classes = first.output[0].type.tensor_type.shape.dim[-1]
 
-    nodes: list[onnx.NodeProto] = []
-    initializers: list[onnx.TensorProto] = [
-        helper.make_tensor("stack_axis", TensorProto.INT64, [1], [0]),
-    ]
-    if temperature != 1.0:
-        initializers.append(helper.make_tensor("temperature", TensorProto.FLOAT, [], [temperature]))
+    opset = next(o.version for o in members[0].opset_import if o.domain in ("", "ai.onnx"))
+    b = NodeBuilder(opset)
+    scaled = temperature != 1.0
     stacked = []
     for index, member in enumerate(members):
         member_nodes, weights, logits = _member_subgraph(member, index, input_name, output_name)
-        nodes += member_nodes
-        initializers += weights
-        probs, expanded = f"m{index}_softmax", f"m{index}_expanded"
-        if temperature != 1.0:
-            scaled = f"m{index}_scaled"
-            nodes.append(helper.make_node("Div", [logits, "temperature"], [scaled]))
-            logits = scaled
-        nodes.append(helper.make_node("Softmax", [logits], [probs], axis=-1))
-        nodes.append(helper.make_node("Unsqueeze", [probs, "stack_axis"], [expanded]))
-        stacked.append(expanded)
-    nodes.append(helper.make_node("Concat", stacked, [MEMBER_PROBABILITIES], axis=0))
-    opset = next(o.version for o in members[0].opset_import if o.domain in ("", "ai.onnx"))
-    if opset >= 18:  # axes became an input in opset 18
-        mean = helper.make_node(
-            "ReduceMean", [MEMBER_PROBABILITIES, "stack_axis"], [PROBABILITIES], keepdims=0
-        )
-    else:
-        mean = helper.make_node(
-            "ReduceMean", [MEMBER_PROBABILITIES], [PROBABILITIES], axes=[0], keepdims=0
-        )
-    nodes.append(mean)
+        b.nodes += member_nodes
+        b.initializers += weights
+        probs = b.op("Softmax", [logits], f"m{index}_softmax", axis=-1)
+        stack_axis = b.const("stack_axis", TensorProto.INT64, [1], [0])
+        stacked.append(b.op("Unsqueeze", [probs, stack_axis], f"m{index}_expanded"))
+    trained = TRAINED_MEMBER_PROBABILITIES if scaled else MEMBER_PROBABILITIES
+    b.op("Concat", stacked, trained, axis=0)
+    if scaled:
+        inverse = b.const("inverse_temperature", TensorProto.FLOAT, [], [1.0 / temperature])
+        powered = b.op("Pow", [trained, inverse])
+        total = b.reduce("ReduceSum", powered, -1, keepdims=1)
+        b.op("Div", [powered, total], MEMBER_PROBABILITIES)
+    b.reduce("ReduceMean", MEMBER_PROBABILITIES, 0, PROBABILITIES)
 
     batch = shared_input.type.tensor_type.shape.dim[0]
     k = classes.dim_value if classes.HasField("dim_value") else None
     extra_outputs = []
-    if answer and k is not None:  # OneHot needs the number of classes
-        extra_nodes, constants = answer_nodes(
-            MEMBER_PROBABILITIES, PROBABILITIES, len(members), k, opset
+    if scaled:
+        extra_outputs.append(
+            helper.make_tensor_value_info(
+                trained, TensorProto.FLOAT, [len(members), batch.dim_param or None, k]
+            )
         )
-        nodes += extra_nodes
-        initializers += constants
-        extra_outputs = answer_value_infos(len(members), batch.dim_param or None)
+    if answer and k is not None:  # OneHot needs the number of classes
+        trained_mean = b.reduce("ReduceMean", trained, 0) if scaled else PROBABILITIES
+        answer_nodes(b, PROBABILITIES, trained, trained_mean, len(members), k)
+        extra_outputs += answer_value_infos(len(members), batch.dim_param or None)
     outputs = [
         helper.make_tensor_value_info(
             MEMBER_PROBABILITIES, TensorProto.FLOAT, [len(members), batch.dim_param or None, k]
@@ -104,7 +104,7 @@ def fuse(
         ),
         *extra_outputs,
     ]
-    graph = helper.make_graph(nodes, "snapshot_ensemble", [shared_input], outputs, initializers)
+    graph = helper.make_graph(b.nodes, "snapshot_ensemble", [shared_input], outputs, b.initializers)
     fused = helper.make_model(graph, opset_imports=list(members[0].opset_import))
     fused.ir_version = members[0].ir_version
     onnx.checker.check_model(fused)

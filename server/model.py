@@ -133,7 +133,10 @@ class ServedModel:
         take = min(m or used.default_m, used.m)
         members = answer.prediction.member_probs[-take:]
         # The batch combined the served members; another m needs its own figures.
-        result = answer.result if take == used.default_m else combine(members)
+        if take == used.default_m:
+            result = answer.result
+        else:
+            result = combine(members, trained=answer.prediction.trained_probs[-take:])
         for value in result.mutual_information:
             self.metrics.mutual_information.labels(self.name).observe(float(value))
         cycles = [e.cycle for e in used.members[-take:]]

@@ -24,7 +24,12 @@ import onnx
 import onnxruntime as ort
 
 from server.fused_figures import ANSWER_OUTPUTS
-from server.fusion import MEMBER_PROBABILITIES, PROBABILITIES, fuse
+from server.fusion import (
+    MEMBER_PROBABILITIES,
+    PROBABILITIES,
+    TRAINED_MEMBER_PROBABILITIES,
+    fuse,
+)
 from server.providers import (
     GPU_PROVIDERS,
     PREFERENCE,
@@ -80,9 +85,15 @@ def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
 
 @dataclass(frozen=True)
 class Prediction:
-    member_probs: Float32Array  # [m, N, K]
+    member_probs: Float32Array  # [m, N, K] softmax(z / T)
     mean: Float32Array  # [N, K]
     result: EnsembleResult | None = None  # the served members' answer, where the graph gave it
+    trained: Float32Array | None = None  # [m, N, K] softmax(z), where T is not 1
+
+    @property
+    def trained_probs(self) -> Float32Array:
+        """The members as trained (temperature 1), which the disagreement figures describe."""
+        return self.member_probs if self.trained is None else self.trained
 
 
 @dataclass(frozen=True)
@@ -94,9 +105,9 @@ class BatchAnswer:
     result: EnsembleResult
 
     def rows(self, start: int, stop: int) -> BatchAnswer:
-        part = Prediction(
-            self.prediction.member_probs[:, start:stop], self.prediction.mean[start:stop]
-        )
+        p = self.prediction
+        trained = None if p.trained is None else p.trained[:, start:stop]
+        part = Prediction(p.member_probs[:, start:stop], p.mean[start:stop], None, trained)
         return BatchAnswer(part, self.result.rows(start, stop))
 
 
@@ -113,20 +124,25 @@ class MemberGroup:
 
     def run(self, x: Float32Array) -> Prediction:
         feed = {self.manifest.input.name: x}
-        if self.execution == Execution.FUSED:
-            names = [MEMBER_PROBABILITIES, PROBABILITIES, *(ANSWER_OUTPUTS if self.answers else ())]
-            member_probs, mean, *answer = self.sessions[0].run(names, feed)
-            result = None
-            if answer:
-                figures = dict(zip(ANSWER_OUTPUTS, answer, strict=True))
-                result = EnsembleResult(probabilities=mean, **figures)
-            return Prediction(member_probs, mean, result)
-        output = self.manifest.output.name
         temperature = self.manifest.temperature
-        stacked = np.stack(
-            [softmax(s.run([output], feed)[0] / temperature) for s in self.sessions]
-        ).astype(np.float32)
-        return Prediction(stacked, stacked.mean(axis=0))
+        if self.execution == Execution.FUSED:
+            names = [MEMBER_PROBABILITIES, PROBABILITIES]
+            if temperature != 1.0:
+                names.append(TRAINED_MEMBER_PROBABILITIES)
+            if self.answers:
+                names += ANSWER_OUTPUTS
+            member_probs, mean, *rest = self.sessions[0].run(names, feed)
+            trained = rest.pop(0) if temperature != 1.0 else None
+            result = None
+            if rest:
+                figures = dict(zip(ANSWER_OUTPUTS, rest, strict=True))
+                result = EnsembleResult(probabilities=mean, **figures)
+            return Prediction(member_probs, mean, result, trained)
+        output = self.manifest.output.name
+        logits = np.stack([s.run([output], feed)[0] for s in self.sessions])
+        stacked = softmax(logits / temperature).astype(np.float32)
+        trained = softmax(logits).astype(np.float32) if temperature != 1.0 else None
+        return Prediction(stacked, stacked.mean(axis=0), None, trained)
 
 
 @dataclass
@@ -260,18 +276,25 @@ class EnsembleRuntime:
     def run(self, x: Float32Array, members: int | None = None) -> Prediction:
         """The probabilities (softmax of logits / the manifest's temperature) of the last
         `members` loaded members (None: all of them) and their mean, for a batch x
-        [N, C, H, W] of raw pixels. Only the groups holding those members run."""
+        [N, C, H, W] of raw pixels, and where the temperature is not 1 the members'
+        probabilities at temperature 1. Only the groups holding those members run."""
         k = self.m if members is None else max(1, min(members, self.m))
         served = self.groups[-1].run(x)
         if k == self.default_m:
             return served
         if k < self.default_m:
-            probs = served.member_probs[-k:]
+            probs, trained = served.member_probs[-k:], served.trained_probs[-k:]
         else:
-            probs = np.concatenate(
-                [self.groups[0].run(x).member_probs[-(k - self.default_m) :], served.member_probs]
+            earlier = self.groups[0].run(x)
+            probs, trained = (
+                np.concatenate([p[-(k - self.default_m) :], q])
+                for p, q in (
+                    (earlier.member_probs, served.member_probs),
+                    (earlier.trained_probs, served.trained_probs),
+                )
             )
-        return Prediction(probs, probs.mean(axis=0), served.result)
+        scaled = self.manifest.temperature != 1.0
+        return Prediction(probs, probs.mean(axis=0), served.result, trained if scaled else None)
 
     def answer(
         self, x: Float32Array, batch_size: int | None = None, members: int | None = None
@@ -285,16 +308,21 @@ class EnsembleRuntime:
         else:
             parts = [self.run(x[i : i + batch_size], k) for i in range(0, len(x), batch_size)]
             results = [p.result for p in parts if p.result is not None]
+            trained = [p.trained for p in parts if p.trained is not None]
             prediction = Prediction(
                 np.concatenate([p.member_probs for p in parts], axis=1),
                 np.concatenate([p.mean for p in parts]),
                 EnsembleResult.concatenate(results) if len(results) == len(parts) else None,
+                np.concatenate(trained, axis=1) if trained else None,
             )
         if prediction.result is not None:  # computed in the fused graph
             return BatchAnswer(prediction, prediction.result)
-        served = prediction.member_probs[-self.default_m :]
+        served = slice(-self.default_m, None)
         mean = prediction.mean if k == self.default_m else None
-        return BatchAnswer(prediction, combine(served, mean=mean))
+        result = combine(
+            prediction.member_probs[served], mean=mean, trained=prediction.trained_probs[served]
+        )
+        return BatchAnswer(prediction, result)
 
     def predict_members(
         self, x: Float32Array, m: int | None = None, batch_size: int = 256

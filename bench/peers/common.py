@@ -43,6 +43,7 @@ ANSWER_OUTPUTS = ("label", "confidence", "member_labels", *DISAGREEMENT_FIGURES)
 
 MEMBER_PROBABILITIES = "member_probabilities"
 PROBABILITIES = "probabilities"
+TRAINED_MEMBER_PROBABILITIES = "trained_member_probabilities"  # where the temperature is not 1
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -76,14 +77,17 @@ class Ensemble:
         self.in_graph = ANSWER_OUTPUTS[0] in {o.name for o in self.session.get_outputs()}
         # What the server fetches from its fused session.
         answers = ANSWER_OUTPUTS if self.in_graph else ()
-        self.fetch = [MEMBER_PROBABILITIES, PROBABILITIES, *answers]
+        graph_outputs = {o.name for o in self.session.get_outputs()}
+        self.scaled = TRAINED_MEMBER_PROBABILITIES in graph_outputs  # a temperature is not 1
+        trained = [TRAINED_MEMBER_PROBABILITIES] if self.scaled and not self.in_graph else []
+        self.fetch = [MEMBER_PROBABILITIES, PROBABILITIES, *answers, *trained]
 
     def answer(self, x: Float32Array) -> EnsembleResult:
         """The ensemble's answer for a batch x [N, C, H, W]: one session.run of the fused
         graph, and where the graph has no figures, snapens.ensemble.combine."""
         member_probs, mean, *answer = self.session.run(self.fetch, {self.input_name: x})
         if not self.in_graph:
-            return combine(member_probs, mean=mean)
+            return combine(member_probs, mean=mean, trained=answer[0] if self.scaled else None)
         figures = dict(zip(ANSWER_OUTPUTS, answer, strict=True))
         return EnsembleResult(probabilities=mean, **figures)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.crossfit import cross_fitted, halves, logits_of
-from snapens.ensemble import softmax
+from snapens.ensemble import combine, softmax
+from snapens.evaluation import auroc
 
 
 def _members(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,3 +47,14 @@ def test_cross_fitting_chooses_on_one_half_and_reports_on_all() -> None:
     assert [f["m"] for f in single["folds"]] == [1, 1]
     assert single["auroc_mutual_information"] is None
     assert served["auroc_mutual_information"] is not None
+
+
+def test_the_served_mutual_information_is_that_of_the_members_as_trained() -> None:
+    """The temperature scales the answer, not the disagreement: the cross-fitted AUROC of
+    mutual information equals that of the same last-m members at temperature 1."""
+    logits, targets = _members(1)
+    served = cross_fitted(logits, targets)
+    (m,) = {f["m"] for f in served["folds"]}  # both halves choose alike here
+    trained = combine(softmax(logits[-m:]))
+    wrong = served["probabilities"].argmax(axis=-1) != targets
+    assert served["auroc_mutual_information"] == auroc(trained.mutual_information, wrong)

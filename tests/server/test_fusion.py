@@ -13,7 +13,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from server.fused_figures import ANSWER_OUTPUTS
-from server.fusion import MEMBER_PROBABILITIES, PROBABILITIES, fuse
+from server.fusion import (
+    MEMBER_PROBABILITIES,
+    PROBABILITIES,
+    TRAINED_MEMBER_PROBABILITIES,
+    fuse,
+)
 from snapens.ensemble import DISAGREEMENT_FIGURES, combine, softmax
 
 INPUT, LOGITS = "input", "logits"
@@ -54,10 +59,15 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=CPU)
 
 
-def members_alone(members: list[onnx.ModelProto], x: np.ndarray) -> np.ndarray:
-    """The reference: each member in its own session, softmax in float64: [m, N, K]."""
+def members_alone(
+    members: list[onnx.ModelProto], x: np.ndarray, temperature: float = 1.0
+) -> np.ndarray:
+    """The reference: each member in its own session, softmax(z / T) in float64: [m, N, K]."""
     return np.stack(
-        [softmax(session(m).run([LOGITS], {INPUT: x})[0].astype(np.float64)) for m in members]
+        [
+            softmax(session(m).run([LOGITS], {INPUT: x})[0].astype(np.float64) / temperature)
+            for m in members
+        ]
     )
 
 
@@ -88,17 +98,26 @@ def test_the_fused_graph_equals_each_member_alone_and_the_ensemble_arithmetic(
 
 @pytest.mark.parametrize("opset", [17, 18])
 @pytest.mark.parametrize("m", [1, 2, 5])
-def test_the_answer_in_the_graph_equals_the_ensemble_arithmetic(opset: int, m: int) -> None:
+@pytest.mark.parametrize("temperature", [1.0, 2.5, 0.6])
+def test_the_answer_in_the_graph_equals_the_ensemble_arithmetic(
+    opset: int, m: int, temperature: float
+) -> None:
     """Label, confidence, member labels and every figure from the graph, against
-    snapens.ensemble.combine on the same member probabilities."""
+    snapens.ensemble.combine on the same member probabilities: the temperature-scaled ones
+    answer, the ones as trained (temperature 1) give the disagreement."""
     members = [classifier(seed, opset) for seed in range(m)]
     x = pixels(200, seed=3)
-    outputs = session(fuse(members, INPUT, LOGITS, answer=True)).run(
-        [MEMBER_PROBABILITIES, PROBABILITIES, *ANSWER_OUTPUTS], {INPUT: x}
+    graph = session(fuse(members, INPUT, LOGITS, temperature, answer=True))
+    trained_output = [TRAINED_MEMBER_PROBABILITIES] if temperature != 1.0 else []
+    outputs = graph.run(
+        [MEMBER_PROBABILITIES, PROBABILITIES, *ANSWER_OUTPUTS, *trained_output], {INPUT: x}
     )
-    member_probs, mean, *answer = outputs
+    member_probs, mean, *answer = outputs[: 2 + len(ANSWER_OUTPUTS)]
+    trained = outputs[-1] if trained_output else member_probs
+    np.testing.assert_allclose(member_probs, members_alone(members, x, temperature), atol=1e-6)
+    np.testing.assert_allclose(trained, members_alone(members, x), atol=1e-6)
     got = dict(zip(ANSWER_OUTPUTS, answer, strict=True))
-    expected = combine(member_probs, mean=mean)
+    expected = combine(member_probs, mean=mean, trained=trained)
     np.testing.assert_array_equal(got["label"], expected.label)
     np.testing.assert_array_equal(got["member_labels"], expected.member_labels)
     for name in ("confidence", *DISAGREEMENT_FIGURES):

@@ -7,9 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from snapens.ensemble import combine, softmax
 from snapens.manifest import read_manifest, write_manifest
-from tests.server.conftest import LiveServer
+from tests.server.conftest import FIGURES, LiveServer
+from tests.server.test_runtime import own_outputs
 
 
 def test_default_m_is_served_and_a_request_may_ask_for_any_loaded_m(
@@ -46,3 +49,20 @@ def test_the_server_setting_m_caps_what_is_loaded(
             json={"instances": digit_images[0][:1].tolist(), "m": 4},
         )
         assert refused.status_code == 400
+
+
+def test_an_answer_for_another_m_takes_its_figures_from_the_members_as_trained(
+    serve: Callable[..., LiveServer], digits_repo: Path, digit_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    folder = digits_repo / "digits"
+    manifest = read_manifest(folder)
+    write_manifest(folder, manifest.model_copy(update={"default_m": 2, "temperature": 3.0}))
+    x = digit_images[0][:4]
+    trained = own_outputs(folder, x, [2, 3, 4, 5])
+    with serve().client() as http:
+        body = http.post("/v1/models/digits:predict", json={"instances": x.tolist(), "m": 4}).json()
+    expected = combine(softmax(np.log(trained) / 3.0), trained=trained)
+    for n, prediction in enumerate(body["predictions"]):
+        assert prediction["confidence"] == pytest.approx(expected.confidence[n], abs=1e-6)
+        for name in FIGURES:
+            assert prediction[name] == pytest.approx(getattr(expected, name)[n], abs=1e-6), name

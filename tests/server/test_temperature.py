@@ -12,6 +12,7 @@ from server.runtime import EnsembleRuntime
 from server.settings import RuntimeSettings
 from snapens.ensemble import softmax
 from snapens.manifest import read_manifest, read_snapshot, write_manifest
+from tests.server.conftest import FIGURES
 
 
 def _with_temperature(model_dir: Path, temperature: float) -> None:
@@ -55,3 +56,27 @@ def test_the_metadata_says_when_no_ensemble_beats_its_last_member(digits_repo: P
     write_manifest(model_dir, manifest.model_copy(update={"training": training}))
     warnings = EnsembleRuntime.load(model_dir, None, RuntimeSettings()).warnings
     assert any("lower validation NLL than the last snapshot alone" in w for w in warnings)
+
+
+def test_the_disagreement_figures_describe_the_members_as_trained(
+    digits_repo: Path, digit_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """With a temperature, both paths answer with the scaled mean and give the figures of
+    the members at temperature 1: the same figures as without it, and as each other."""
+    model_dir = digits_repo / "digits"
+    x = digit_images[0][:64]
+    plain = EnsembleRuntime.load(model_dir, None, RuntimeSettings()).answer(x).result
+    _with_temperature(model_dir, 2.5)
+    answers = {
+        execution: EnsembleRuntime.load(model_dir, None, RuntimeSettings(execution=execution))
+        .answer(x, batch_size=24)  # in parts, as the scorer runs it
+        .result
+        for execution in ("fused", "per-member")
+    }
+    for result in answers.values():
+        assert (result.confidence < plain.confidence + 1e-7).all()  # cooled
+        for name in FIGURES:
+            np.testing.assert_allclose(getattr(result, name), getattr(plain, name), atol=1e-6)
+    fused, per_member = answers["fused"], answers["per-member"]
+    np.testing.assert_allclose(fused.probabilities, per_member.probabilities, atol=1e-6)
+    np.testing.assert_array_equal(fused.label, per_member.label)

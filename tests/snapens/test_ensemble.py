@@ -19,16 +19,19 @@ from snapens.ensemble import (
 from tests.server.conftest import FIGURES
 
 
-def reference(members: np.ndarray, n: int) -> dict[str, float]:
-    """docs/design.md's formulas for input n, one scalar at a time."""
+def reference(members: np.ndarray, n: int, trained: np.ndarray | None = None) -> dict[str, float]:
+    """docs/design.md's formulas for input n, one scalar at a time: the answer from the
+    (scaled) members p_i, the disagreement from the members as trained q_i."""
     m, _, k = members.shape
     p = [members[i, n] for i in range(m)]
+    q = p if trained is None else [trained[i, n] for i in range(m)]
     p_bar = [sum(p[i][c] for i in range(m)) / m for c in range(k)]
+    q_bar = [sum(q[i][c] for i in range(m)) / m for c in range(k)]
     label = max(range(k), key=lambda c: p_bar[c])
-    votes = [max(range(k), key=lambda c, q=q: q[c]) for q in p]
-    h = lambda q: -sum(x * math.log(x) for x in q if x > 0)  # noqa: E731
+    votes = [max(range(k), key=lambda c, qi=qi: qi[c]) for qi in q]
+    h = lambda r: -sum(x * math.log(x) for x in r if x > 0)  # noqa: E731
     pairs = list(itertools.combinations(range(m), 2))
-    picked = [q[label] for q in p]
+    picked = [qi[label] for qi in q]
     mean_picked = sum(picked) / m
     return {
         "label": label,
@@ -37,9 +40,9 @@ def reference(members: np.ndarray, n: int) -> dict[str, float]:
         "pairwise_disagreement": sum(votes[i] != votes[j] for i, j in pairs) / len(pairs)
         if pairs
         else 0.0,
-        "predictive_entropy": h(p_bar),
-        "expected_entropy": sum(h(q) for q in p) / m,
-        "mutual_information": h(p_bar) - sum(h(q) for q in p) / m,
+        "predictive_entropy": h(q_bar),
+        "expected_entropy": sum(h(qi) for qi in q) / m,
+        "mutual_information": h(q_bar) - sum(h(qi) for qi in q) / m,
         "member_std": math.sqrt(sum((x - mean_picked) ** 2 for x in picked) / m),
     }
 
@@ -55,6 +58,26 @@ def test_combine_matches_the_definitions(m: int) -> None:
         for name in ("confidence", *FIGURES):
             assert getattr(result, name)[n] == pytest.approx(ref[name], abs=1e-12), name
     np.testing.assert_allclose(result.probabilities, members.mean(axis=0))
+
+
+@pytest.mark.parametrize("m", [1, 3, 5])
+def test_scaled_members_answer_and_the_trained_ones_disagree(m: int) -> None:
+    rng = np.random.default_rng(10 + m)
+    logits = rng.normal(0, 3, (m, 60, 5))
+    scaled, trained = softmax(logits / 2.5), softmax(logits)
+    result = combine(scaled, trained=trained)
+    for n in range(60):
+        ref = reference(scaled, n, trained)
+        assert result.label[n] == ref["label"]
+        for name in ("confidence", *FIGURES):
+            assert getattr(result, name)[n] == pytest.approx(ref[name], abs=1e-12), name
+    np.testing.assert_allclose(result.probabilities, scaled.mean(axis=0))
+    # The figures are those of the members as trained, not of the flattened ones.
+    flattened = combine(scaled)
+    if m > 1:
+        assert not np.allclose(result.mutual_information, flattened.mutual_information)
+    with pytest.raises(ValueError, match="trained probabilities must have"):
+        combine(scaled, trained=trained[:, :10])
 
 
 def test_agreeing_members_have_no_disagreement_and_a_precomputed_mean_is_used() -> None:
