@@ -346,9 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     for method in selected(methods(preset, opts.preset), opts.methods):
         target = out / f"{method.key}.json"
         if opts.stage == "evaluate":
-            runs = finished_runs(method, target)
-            if runs is None:
+            earlier = finished_result(method, target)
+            if earlier is None:
                 continue
+            runs = earlier["runs"]
         elif target.is_file():
             print(f"{method.key}: done earlier ({target.relative_to(ROOT)})")
             continue
@@ -368,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
             "runs": runs,
             **evaluate(method, runs, *val),
         }
+        if opts.stage == "evaluate" and STALE_SWA in earlier:
+            # An SWA model from the trainer that recomputed batch-norm statistics on
+            # unaugmented images stays marked as such (the summary leaves it out).
+            result[STALE_SWA] = {"note": earlier[STALE_SWA]["note"], **result.pop("swa")}
         target.write_text(json.dumps(result, indent=1) + "\n")
         served = result["calibrated"]["served"]
         print(
@@ -388,14 +393,17 @@ def main(argv: list[str] | None = None) -> int:
 SERVED_PRESET = "cpu-small"
 
 
-def finished_runs(method: Method, target: Path) -> list[dict[str, Any]] | None:
-    """The training records of a finished result whose model folders are all here, to
-    evaluate again; None (saying why) otherwise."""
+STALE_SWA = "swa_unaugmented_bn"
+
+
+def finished_result(method: Method, target: Path) -> dict[str, Any] | None:
+    """A finished result whose model folders are all here, to evaluate again (its
+    training records are kept); None (saying why) otherwise."""
     if not target.is_file():
         print(f"{method.key}: not finished, nothing to evaluate again")
         return None
-    runs: list[dict[str, Any]] = json.loads(target.read_text())["runs"]
-    folders = [ROOT / r["folder"] for r in runs]
+    result: dict[str, Any] = json.loads(target.read_text())
+    folders = [ROOT / r["folder"] for r in result["runs"]]
     if method.swa:
         folders.append(folders[0].with_name(folders[0].name + "-swa"))
     missing = [f.name for f in folders if not (f / "manifest.json").is_file()]
@@ -403,7 +411,7 @@ def finished_runs(method: Method, target: Path) -> list[dict[str, Any]] | None:
         print(f"{method.key}: model folder(s) {', '.join(missing)} not here: left as it was")
         return None
     print(f"{method.key}: evaluating again", flush=True)
-    return runs
+    return result
 
 
 def selected(found: list[Method], names: str | None) -> list[Method]:

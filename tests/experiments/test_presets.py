@@ -49,20 +49,20 @@ def test_methods_can_be_chosen_by_name_in_order() -> None:
 def test_a_finished_result_is_evaluated_again_only_where_its_model_folders_are_here(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from experiments.cifar10 import finished_runs
+    from experiments.cifar10 import finished_result
 
     fge = next(m for m in methods(PRESETS["cpu-small"], "cpu-small") if m.key == "fge")
     target = tmp_path / "fge.json"
-    assert finished_runs(fge, target) is None
+    assert finished_result(fge, target) is None
     assert "not finished" in capsys.readouterr().out
 
     runs = [{"name": "fge", "folder": str(tmp_path / "fge"), "epochs": []}]
     target.write_text(json.dumps({"runs": runs}))
     (tmp_path / "fge").mkdir()
     (tmp_path / "fge" / "manifest.json").write_text("{}")
-    assert finished_runs(fge, target) is None  # its SWA model's folder is missing
+    assert finished_result(fge, target) is None  # its SWA model's folder is missing
     assert "fge-swa not here" in capsys.readouterr().out
 
     (tmp_path / "fge-swa").mkdir()
     (tmp_path / "fge-swa" / "manifest.json").write_text("{}")
-    assert finished_runs(fge, target) == runs
+    assert finished_result(fge, target) == {"runs": runs}
