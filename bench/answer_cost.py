@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serve_load import BENCH_MODEL, BENCH_REPO, ensure_model, fused_session
 
 from server.fused_figures import ANSWER_OUTPUTS
-from server.fusion import MEMBER_PROBABILITIES, PROBABILITIES
+from server.fusion import MEMBER_PROBABILITIES, PROBABILITIES, TRAINED_MEMBER_PROBABILITIES
 from snapens.ensemble import DISAGREEMENT_FIGURES, combine
 
 
@@ -55,6 +55,8 @@ def main() -> None:
     plain, answering = fused_session(folder), fused_session(folder, answer=True)
     name = plain.get_inputs()[0].name
     outputs = [MEMBER_PROBABILITIES, PROBABILITIES]
+    if TRAINED_MEMBER_PROBABILITIES in {o.name for o in plain.get_outputs()}:
+        outputs.append(TRAINED_MEMBER_PROBABILITIES)  # the members at temperature 1
     rng = np.random.default_rng(0)
 
     for batch in (1, 32):
@@ -64,8 +66,8 @@ def main() -> None:
             return plain.run(outputs, feed)
 
         def graph_numpy(feed: dict[str, np.ndarray] = feed) -> object:
-            member_probs, mean = plain.run(outputs, feed)
-            return combine(member_probs, mean=mean)
+            member_probs, mean, *trained = plain.run(outputs, feed)
+            return combine(member_probs, mean=mean, trained=trained[0] if trained else None)
 
         def in_graph(feed: dict[str, np.ndarray] = feed) -> object:
             return answering.run([*outputs, *ANSWER_OUTPUTS], feed)
@@ -77,9 +79,10 @@ def main() -> None:
                 samples[way].append(per_call_us(call, args.seconds))
         median = {way: statistics.median(values) for way, values in samples.items()}
 
-        member_probs, mean, *answer = answering.run([*outputs, *ANSWER_OUTPUTS], feed)
-        expected = combine(member_probs, mean=mean)
-        got = dict(zip(ANSWER_OUTPUTS, answer, strict=True))
+        member_probs, mean, *rest = answering.run([*outputs, *ANSWER_OUTPUTS], feed)
+        trained = rest[0] if len(outputs) > 2 else None
+        expected = combine(member_probs, mean=mean, trained=trained)
+        got = dict(zip(ANSWER_OUTPUTS, rest[len(outputs) - 2 :], strict=True))
         worst = max(
             float(np.abs(got[f] - getattr(expected, f)).max())
             for f in ("confidence", *DISAGREEMENT_FIGURES)

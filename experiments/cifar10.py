@@ -345,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     val = validation_split() if opts.stage != "train" else None
     for method in selected(methods(preset, opts.preset), opts.methods):
         target = out / f"{method.key}.json"
+        earlier: dict[str, Any] | None = None
         if opts.stage == "evaluate":
             earlier = finished_result(method, target)
             if earlier is None:
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": runs,
             **evaluate(method, runs, *val),
         }
-        if opts.stage == "evaluate" and STALE_SWA in earlier:
+        if earlier is not None and STALE_SWA in earlier:
             # An SWA model from the trainer that recomputed batch-norm statistics on
             # unaugmented images stays marked as such (the summary leaves it out).
             result[STALE_SWA] = {"note": earlier[STALE_SWA]["note"], **result.pop("swa")}
