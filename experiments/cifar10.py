@@ -260,9 +260,16 @@ def member_logits(folders: list[Path], members_from: str, x: np.ndarray) -> np.n
     outputs = []
     for folder in folders:
         runtime = EnsembleRuntime.load(folder, m=None, settings=settings, every_snapshot=True)
-        members = runtime.predict_members(x, m=None if members_from == "snapshots" else 1)
-        outputs.append(logits_of(members, runtime.manifest.temperature))
+        m = None if members_from == "snapshots" else 1
+        outputs.append(logits_of(runtime.predict_members(x, m, trained=True)))
     return np.concatenate(outputs, axis=0)
+
+
+def swa_folder(folder: Path) -> Path:
+    """The SWA model that a run with --swa wrote beside its own folder."""
+    from trainer.swa import swa_name
+
+    return folder.with_name(swa_name(folder.name))
 
 
 def validation_split() -> tuple[np.ndarray, np.ndarray]:
@@ -306,8 +313,7 @@ def evaluate(
         },
     }
     if method.swa:
-        swa_folder = folders[0].with_name(folders[0].name + "-swa")
-        swa = member_logits([swa_folder], "snapshots", x)
+        swa = member_logits([swa_folder(folders[0])], "snapshots", x)
         raw = evaluate_members(softmax(swa), y)[0]
         result["swa"] = {
             "single": {k: raw[k] for k in ("error", "nll", "ece", "brier")},
@@ -406,7 +412,7 @@ def finished_result(method: Method, target: Path) -> dict[str, Any] | None:
     result: dict[str, Any] = json.loads(target.read_text())
     folders = [ROOT / r["folder"] for r in result["runs"]]
     if method.swa:
-        folders.append(folders[0].with_name(folders[0].name + "-swa"))
+        folders.append(swa_folder(folders[0]))
     missing = [f.name for f in folders if not (f / "manifest.json").is_file()]
     if missing:
         print(f"{method.key}: model folder(s) {', '.join(missing)} not here: left as it was")

@@ -21,10 +21,9 @@ from snapens.evaluation import auroc, brier_score, expected_calibration_error
 TINY = float(np.finfo(np.float32).tiny)
 
 
-def logits_of(member_probs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Logits (up to a constant per input) of members served at `temperature`: the
-    runtime divides by it before the softmax, so T·log p undoes it."""
-    return temperature * np.log(np.maximum(member_probs.astype(np.float64), TINY))
+def logits_of(member_probs: np.ndarray) -> np.ndarray:
+    """Logits (up to a constant per input) of members' probabilities at temperature 1."""
+    return np.log(np.maximum(member_probs.astype(np.float64), TINY))
 
 
 def halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

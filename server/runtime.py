@@ -325,8 +325,10 @@ class EnsembleRuntime:
         return BatchAnswer(prediction, result)
 
     def predict_members(
-        self, x: Float32Array, m: int | None = None, batch_size: int = 256
+        self, x: Float32Array, m: int | None = None, batch_size: int = 256, trained: bool = False
     ) -> Float32Array:
-        """[m, N, K] member probabilities of the last m loaded members, in batches."""
+        """[m, N, K] member probabilities of the last m loaded members, in batches: as
+        served (at the manifest's temperature), or `trained` (at temperature 1)."""
         k = m or self.m
-        return self.answer(x, batch_size, k).prediction.member_probs[-k:]
+        prediction = self.answer(x, batch_size, k).prediction
+        return (prediction.trained_probs if trained else prediction.member_probs)[-k:]

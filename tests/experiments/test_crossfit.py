@@ -27,10 +27,9 @@ def test_halves_are_a_fixed_partition() -> None:
     assert (halves(11)[0] == a).all()
 
 
-def test_logits_of_undo_the_served_temperature() -> None:
+def test_logits_of_give_back_the_members() -> None:
     logits, _ = _members()
-    served = softmax(logits / 2.0)
-    recovered = logits_of(served, temperature=2.0)
+    recovered = logits_of(softmax(logits))
     np.testing.assert_allclose(softmax(recovered), softmax(logits), atol=1e-9)
 
 

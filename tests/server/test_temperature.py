@@ -80,3 +80,24 @@ def test_the_disagreement_figures_describe_the_members_as_trained(
     fused, per_member = answers["fused"], answers["per-member"]
     np.testing.assert_allclose(fused.probabilities, per_member.probabilities, atol=1e-6)
     np.testing.assert_array_equal(fused.label, per_member.label)
+
+
+def test_predict_members_gives_them_as_served_or_as_trained(
+    digits_repo: Path, digit_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    model_dir = digits_repo / "digits"
+    x = digit_images[0][:40]
+    as_trained = EnsembleRuntime.load(model_dir, None, RuntimeSettings()).predict_members(x)
+    _with_temperature(model_dir, 2.5)
+    manifest = read_manifest(model_dir)  # serve 3, so that 5 takes the earlier group too
+    write_manifest(model_dir, manifest.model_copy(update={"default_m": 3}))
+    expected = softmax(np.log(as_trained.astype(np.float64)) / 2.5)
+    for execution in ("fused", "per-member"):
+        settings = RuntimeSettings(execution=execution)
+        runtime = EnsembleRuntime.load(model_dir, None, settings, every_snapshot=True)
+        assert (runtime.default_m, runtime.m) == (3, 5)
+        for m in (2, 5):  # within the served group, and across both groups
+            served = runtime.predict_members(x, m, batch_size=16)
+            trained = runtime.predict_members(x, m, batch_size=16, trained=True)
+            np.testing.assert_allclose(served, expected[-m:], atol=1e-6)
+            np.testing.assert_allclose(trained, as_trained[-m:], atol=1e-6)
