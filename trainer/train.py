@@ -269,7 +269,7 @@ class Trainer:
         val_loss: float | None = None
         if self._validation_due(cycle):  # the same answer on every rank
             evaluation = self._evaluate()
-            val_loss = self.rt.broadcast_float(evaluation.loss if evaluation else None)
+            val_loss = self.rt.broadcast_float(None if evaluation is None else evaluation.loss)
         if cycle is not None:
             self._snapshot(cycle, evaluation)
         self.schedule.end_epoch(self.step, val_loss)

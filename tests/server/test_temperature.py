@@ -15,9 +15,11 @@ from snapens.manifest import read_manifest, read_snapshot, write_manifest
 from tests.server.conftest import FIGURES
 
 
-def _with_temperature(model_dir: Path, temperature: float) -> None:
+def _with_temperature(model_dir: Path, temperature: float, **more: object) -> None:
+    """Rewrite the model's manifest with this temperature (and any other fields given)."""
     manifest = read_manifest(model_dir)
-    write_manifest(model_dir, manifest.model_copy(update={"temperature": temperature}))
+    update = {"temperature": temperature, **more}
+    write_manifest(model_dir, manifest.model_copy(update=update))
 
 
 def test_fused_and_per_member_paths_divide_the_logits_by_the_temperature(
@@ -88,9 +90,7 @@ def test_predict_members_gives_them_as_served_or_as_trained(
     model_dir = digits_repo / "digits"
     x = digit_images[0][:40]
     as_trained = EnsembleRuntime.load(model_dir, None, RuntimeSettings()).predict_members(x)
-    _with_temperature(model_dir, 2.5)
-    manifest = read_manifest(model_dir)  # serve 3, so that 5 takes the earlier group too
-    write_manifest(model_dir, manifest.model_copy(update={"default_m": 3}))
+    _with_temperature(model_dir, 2.5, default_m=3)  # so that m = 5 runs the earlier group too
     expected = softmax(np.log(as_trained.astype(np.float64)) / 2.5)
     for execution in ("fused", "per-member"):
         settings = RuntimeSettings(execution=execution)
