@@ -7,7 +7,7 @@ its report are all the temperature needs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,11 @@ from snapens.evaluation import expected_calibration_error
 # Probabilities are float32: the log of what underflowed to 0 is taken as the smallest.
 LOG_FLOOR = float(np.log(np.finfo(np.float32).tiny))
 
+# How the served m came about, as the manifest's training record says it.
+CHOSEN = "chosen: lowest validation NLL of m >= 2"
+GIVEN = "given: --default-m"
+ONE_MODEL = "one model: the SWA average of the snapshots"
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -29,7 +34,7 @@ class Calibration:
     before: dict[str, float]  # the served ensemble at T = 1
     after: dict[str, float]  # the served ensemble at the temperature
     fitted: bool  # False with --no-calibrate
-    chosen: bool  # False when --default-m was given
+    rule: str  # how default_m came about: CHOSEN, GIVEN or ONE_MODEL
 
     def describe(self) -> dict[str, Any]:
         """As the manifest's training record and the report keep it."""
@@ -37,9 +42,7 @@ class Calibration:
             "temperature": self.temperature,
             "fitted": self.fitted,
             "default_m": self.default_m,
-            "default_m_rule": "chosen: lowest validation NLL of m >= 2"
-            if self.chosen
-            else "given: --default-m",
+            "default_m_rule": self.rule,
             "nll_by_m": self.nll_by_m,
             "beats_last_member": self.beats_last_member,
             "before": self.before,
@@ -72,5 +75,11 @@ def calibrate(
         before=_figures(member_probabilities(logits[-m:]).mean(axis=0), targets),
         after=_figures(member_probabilities(logits[-m:], temperature).mean(axis=0), targets),
         fitted=fit,
-        chosen=default_m is None,
+        rule=CHOSEN if default_m is None else GIVEN,
     )
+
+
+def calibrate_one_model(probs: np.ndarray, targets: np.ndarray, fit: bool) -> Calibration:
+    """The temperature of a one-model folder (the SWA average, probs [N, K]): its own,
+    fitted on its own validation answers; there is no m to choose."""
+    return replace(calibrate(probs[None], targets, fit, default_m=1), rule=ONE_MODEL)

@@ -56,6 +56,7 @@ def finish_run(trainer: Trainer, seconds: float) -> tuple[Manifest, dict[str, An
             (trainer.val_x, trainer.val_y),
             trainer.verify_batch,
             trainer.average.count,
+            cfg.calibrate,
         )
         # The SWA pass: batch-norm statistics, export, verification, evaluation, the folder.
         extra["swa"] = result.figures() | {"seconds": time.perf_counter() - began}

@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from snapens.folder import ModelFolder, SnapshotMeta
 from snapens.manifest import Manifest
+from trainer.calibrate import calibrate_one_model
 from trainer.evaluate import Evaluation, evaluate
 from trainer.export import SnapshotExporter, verify_onnx
 from trainer.nets import Normalized
@@ -73,6 +74,7 @@ class SwaResult:
             "members_averaged": self.manifest.training["swa"]["members_averaged"],
             "error": 1 - self.evaluation.accuracy,
             "nll": self.evaluation.loss,
+            "temperature": self.manifest.temperature,
         }
 
 
@@ -85,24 +87,31 @@ def write_swa_model(
     val: tuple[torch.Tensor, torch.Tensor],
     verify_batch: torch.Tensor,
     members: int,
+    fit: bool,
 ) -> SwaResult:
     """Export the averaged `network` (through `copy`, a float32 CPU network of the same
-    architecture), verify it, evaluate it on `val` and write it as a one-member model
-    folder beside the main one."""
+    architecture), verify it, evaluate it on `val`, fit its temperature there (`fit`;
+    else T = 1) and write it as a one-member model folder beside the main one."""
     copy.load_state_dict({k: v.float().cpu() for k, v in network.state_dict().items()})
     copy.eval()
     onnx_bytes = SnapshotExporter(copy, input_shape).export(copy)
     diff = verify_onnx(onnx_bytes, copy, verify_batch)
     evaluation = evaluate(copy, val[0].cpu(), val[1].cpu(), 1000, None)
+    # Calibrated as a model of its own: the main run's record describes its ensemble.
+    calibration = calibrate_one_model(evaluation.probs.numpy(), val[1].cpu().numpy(), fit)
     last = main.snapshots[-1]
-    training = {**main.training, "swa": {"of": main.name, "members_averaged": members}}
+    training = {
+        **main.training,
+        "calibration": calibration.describe(),
+        "swa": {"of": main.name, "members_averaged": members},
+    }
     folder.create(
         main.model_copy(
             update={
                 "name": folder.name,
                 "snapshots": [],
                 "default_m": 1,
-                "temperature": 1.0,
+                "temperature": calibration.temperature,
                 "state": "training",
                 "training": training,
             }

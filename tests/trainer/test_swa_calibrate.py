@@ -70,7 +70,7 @@ def test_calibration_lowers_the_nll_and_chooses_the_served_m() -> None:
     plain = calibrate(probs, targets, fit=False, default_m=None)
     assert plain.temperature == 1.0 and plain.after == plain.before
     given = calibrate(probs, targets, fit=True, default_m=3)
-    assert given.default_m == 3 and not given.chosen
+    assert given.default_m == 3 and given.rule == "given: --default-m"
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,14 @@ def test_a_fge_run_writes_a_calibrated_ensemble_and_its_swa_model(fge_swa_run: P
     assert swa.training["swa"] == {"of": "run", "members_averaged": 2}
     assert report["swa"]["model"] == "run-swa"
     assert report["swa"]["error"] == pytest.approx(1 - swa.snapshots[0].val_accuracy)
+    # Its own calibration, not the ensemble's: one model, its own temperature.
+    own = swa.training["calibration"]
+    assert own["default_m"] == 1 and own["default_m_rule"].startswith("one model")
+    assert swa.temperature == own["temperature"] == report["swa"]["temperature"]
+    assert swa.temperature != manifest.temperature
+    assert own["before"]["error"] == pytest.approx(report["swa"]["error"])
+    assert own["before"]["nll"] == pytest.approx(report["swa"]["nll"], rel=1e-5)
+    assert own["after"]["nll"] <= own["before"]["nll"] + 1e-12
     runtime = EnsembleRuntime.load(fge_swa_run / "run-swa", None, RuntimeSettings())
     assert runtime.m == 1  # served like any model
 
