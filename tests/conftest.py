@@ -29,6 +29,18 @@ def run_trainer_process(*args: str, timeout: float = 300) -> subprocess.Complete
     )
 
 
+def start_trainer_process(*args: str) -> subprocess.Popen[str]:
+    """`python -m trainer ARGS` started in the background (to interrupt it); its standard
+    error is kept for communicate()."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture(scope="session")
 def digit_images() -> tuple[np.ndarray, np.ndarray]:
     """Digit images [N, 1, 8, 8] float32 in 0..16 and their labels."""

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from snapens.manifest import read_manifest
-from tests.conftest import ROOT, run_trainer_process
+from tests.conftest import run_trainer_process, start_trainer_process
 
 RUN = ["--schedule", "snapshot", "--epochs", "6", "--cycles", "2", "--batch-size", "32"]
 RUN += ["--name", "run", "--quiet"]
@@ -54,13 +52,7 @@ def test_a_run_may_resume_with_another_n(every_epoch: Path, tmp_path: Path) -> N
     """--eval-every is not part of what a resumed run must repeat: the weights do not
     depend on it. Started validating every epoch, resumed validating every 4th."""
     folder = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trainer", "--repository", str(tmp_path), *RUN],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_trainer_process("--repository", str(tmp_path), *RUN)
     while not (folder / "snapshots" / "001.onnx").exists() and process.poll() is None:
         time.sleep(0.01)
     process.send_signal(signal.SIGINT)

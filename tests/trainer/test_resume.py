@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from snapens.manifest import ManifestError, read_manifest, read_snapshot
-from tests.conftest import ROOT, run_trainer_process
+from tests.conftest import run_trainer_process, start_trainer_process
 
 # SGDR with T_mult = 2 (periods of 1, 2, 4, 8, 16 epochs): the case where rebuilding
 # torch's scheduler from last_epoch would go wrong.
@@ -35,13 +35,7 @@ RUN = [
 
 
 def start(repo: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "trainer", "--repository", str(repo), *RUN, *extra],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_trainer_process("--repository", str(repo), *RUN, *extra)
 
 
 def assert_repository_valid(folder: Path) -> int:
@@ -163,13 +157,7 @@ def test_resume_mid_fge_reproduces_the_uninterrupted_curve_and_its_swa(tmp_path:
 
     repo = tmp_path / "b"
     folder = repo / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trainer", "--repository", str(repo), *FGE],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_trainer_process("--repository", str(repo), *FGE)
     while snapshot_count(folder) < 2 and process.poll() is None:  # inside the FGE cycles
         time.sleep(0.01)
     killed = process.poll() is None
