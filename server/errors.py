@@ -87,6 +87,14 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _malformed_json(exc: RequestValidationError) -> str | None:
+    """What the JSON parser said, where FastAPI could not parse a JSON body."""
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            return str(error.get("ctx", {}).get("error", "not valid JSON"))
+    return None
+
+
 def _request_errors(exc: RequestValidationError) -> str:
     """FastAPI's validation errors of a request as one line: where, then what."""
     parts = []
@@ -133,6 +141,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        malformed = _malformed_json(exc)
+        if malformed is not None:  # as the v2 codec answers it
+            return error_response(400, f"malformed JSON: {malformed}")
         return error_response(422, _request_errors(exc))
 
     @app.exception_handler(StarletteHTTPException)

@@ -38,7 +38,8 @@ def check_batch(x: np.ndarray, spec: InputSpec, max_rows: int, what: str) -> Flo
         raise BadRequest(f"{what} is an empty batch; send at least one row")
     if len(x) > max_rows:
         raise PayloadTooLarge(f"{what} has {len(x)} rows; at most {max_rows} per request")
-    batch = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+        batch = np.ascontiguousarray(x, dtype=np.float32)
     if not np.isfinite(batch).all():
         raise BadRequest(f"{what} contains NaN or infinity; expected finite pixel values")
     return batch

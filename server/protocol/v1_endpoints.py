@@ -15,12 +15,13 @@ from server.errors import INPUT_ERRORS, LOOKUP_ERRORS, client_input
 from server.model import ServedModel
 from server.protocol import v1_codec
 from server.protocol.dependencies import Decoder, Repository, Settings
+from server.protocol.json_route import OrjsonRoute
 from server.protocol.tensors import check_batch
 from server.protocol.v1_models import ModelList, ModelStatus, PredictRequest, PredictResponse
 from server.runtime import Float32Array
 from server.settings import ServerSettings
 
-router = APIRouter(tags=["v1"])
+router = APIRouter(tags=["v1"], route_class=OrjsonRoute)
 
 
 async def _answer(

@@ -105,7 +105,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         PREDICT,
         {"content": json.dumps({"instances": [[[BIG_INT] * 8] * 8]}), "headers": JSON},
         400,
-        "expected numbers",
+        "malformed JSON: number is infinity",
     ),
     (
         "5000-digit integer literal (v2)",
@@ -121,7 +121,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         PREDICT,
         {"content": f'{{"instances": [{HUGE_INT}]}}', "headers": JSON},
         400,
-        "error parsing the body",
+        "malformed JSON: number is infinity",
     ),
     (
         "deep nesting in data",
@@ -145,7 +145,15 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         PREDICT,
         {"content": f'{{"instances": {DEEP}'.encode(), "headers": JSON},
         400,
-        "error parsing the body",
+        "malformed JSON: depth limit exceeded",
+    ),
+    (
+        "truncated JSON (v1)",
+        "POST",
+        PREDICT,
+        {"content": b'{"instances": [[1, 2', "headers": JSON},
+        400,
+        "malformed JSON: unexpected end of data",
     ),
     (
         "binary_data_size as a string",

@@ -69,14 +69,17 @@ def test_v1_accepts_base64_images_and_two_dimensional_grey_instances(
             "not a readable PNG/JPEG",
         ),
         ({"json": {"instances": [[["x"] * 8] * 8]}}, 400, "expected numbers"),
+        # The client writes NaN, which is not JSON: the parser refuses it, as in v2.
         (
             {
                 "content": json.dumps({"instances": [[[float("nan")] * 8] * 8]}),
                 "headers": {"Content-Type": "application/json"},
             },
             400,
-            "NaN or infinity",
+            "malformed JSON",
         ),
+        # A double that float32 cannot hold becomes infinity, and is refused.
+        ({"json": {"instances": [[[1e300] * 8] * 8]}}, 400, "NaN or infinity"),
         (
             {"json": {"instances": [[[0.0] * 8] * 8], "m": 0}},
             422,
