@@ -3,7 +3,7 @@ and validation otherwise unchanged (FastAPI's documented custom Request / APIRou
 pattern).
 
 The v1 API's body is nested lists of pixels: for one 3×32×32 image, json.loads takes
-about 4–6 times as long as orjson. orjson also refuses nesting deeper than 1024 and
+4–10 times as long as orjson (bench/v1_json.py). orjson also refuses nesting deeper than 1024 and
 numbers beyond a double, as a JSONDecodeError that server.errors answers with a 400."""
 
 from __future__ import annotations
