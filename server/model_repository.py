@@ -12,7 +12,7 @@ from pathlib import Path
 from server.errors import NotFound
 from server.metrics import Metrics
 from server.model import ServedModel
-from server.settings import ServerSettings
+from server.settings import ServerSettings, Spinning
 from snapens.manifest import MANIFEST_FILE
 
 log = logging.getLogger("snapens.repository")
@@ -57,12 +57,26 @@ class ModelRepository:
             ),
         )
 
+    def model_settings(self, models: int) -> ServerSettings:
+        """The settings a model's snapshot set loads with, where `models` are served. Each
+        model's sessions have their own onnxruntime threads, and with several models those
+        of one spin on the cores another's batch needs: --intra-op-spinning auto is off
+        then (measured by bench/spinning.py). A model loaded before the count changed keeps
+        its sessions until its next load."""
+        if models > 1 and self.settings.intra_op_spinning == Spinning.AUTO:
+            return self.settings.model_copy(update={"intra_op_spinning": Spinning.OFF})
+        return self.settings
+
     async def refresh(self) -> None:
         """Add new model folders and reload those whose manifest changed."""
-        for name, folder in self.folders().items():
+        folders = self.folders()
+        settings = self.model_settings(len(folders))
+        for served in self.models.values():
+            served.settings = settings
+        for name, folder in folders.items():
             model = self.models.get(name)
             if model is None:
-                model = self._add(name, folder)
+                model = self._add(name, folder, settings)
                 await model.load()
             elif model.changed_on_disk():
                 log.info("manifest of %s changed: loading the new snapshot set", name)
@@ -70,12 +84,15 @@ class ModelRepository:
 
     async def load(self, name: str) -> ServedModel:
         """Explicit (re)load of one model, as the repository extension's load request."""
+        folders = self.folders()
+        settings = self.model_settings(len(folders))
         model = self.models.get(name)
         if model is None:
-            folder = self.folders().get(name)
+            folder = folders.get(name)
             if folder is None:
                 raise NotFound(f"no model folder {name!r} with a manifest in the repository")
-            model = self._add(name, folder)
+            model = self._add(name, folder, settings)
+        model.settings = settings
         await model.load()
         return model
 
@@ -93,8 +110,8 @@ class ModelRepository:
                 await self._poller
         await asyncio.gather(*(model.batcher.close() for model in self.models.values()))
 
-    def _add(self, name: str, folder: Path) -> ServedModel:
-        model = ServedModel(name, folder, self.settings, self.metrics)
+    def _add(self, name: str, folder: Path, settings: ServerSettings) -> ServedModel:
+        model = ServedModel(name, folder, settings, self.metrics)
         model.batcher.start()
         self.models[name] = model
         return model

@@ -76,6 +76,9 @@ def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
     )
     options.log_severity_level = 3
     spinning = settings.intra_op_spinning
+    if spinning == Spinning.AUTO:  # one session per snapshot: each pool spinning starves the next
+        fused = settings.execution == Execution.FUSED
+        spinning = Spinning.ON if fused else Spinning.RUN
     allow = "0" if spinning == Spinning.OFF else "1"
     options.add_session_config_entry("session.intra_op.allow_spinning", allow)
     if spinning == Spinning.RUN:

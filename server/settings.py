@@ -43,6 +43,7 @@ class GraphOptimization(StrEnum):
 class Spinning(StrEnum):
     """When onnxruntime's intra-op threads spin-wait for work instead of sleeping."""
 
+    AUTO = "auto"  # on for a fused graph, run for one session per snapshot (bench/spinning.py)
     ON = "on"  # onnxruntime's default: also between runs, until they give up
     RUN = "run"  # only while a run is in progress (session.force_spinning_stop)
     OFF = "off"
@@ -81,10 +82,12 @@ class RuntimeSettings(BaseSettings):
     )
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads; 0: all cores")
     intra_op_spinning: Spinning = Field(
-        Spinning.ON,
+        Spinning.AUTO,
         description="when onnxruntime's intra-op threads spin-wait for work: on (also between "
         "runs, onnxruntime's default), run (only during a run: the cores go back to the event "
-        "loop as soon as a batch is done), off",
+        "loop and to the next session as soon as a batch is done), off; auto: on for a fused "
+        "graph, run with --execution per-member, whose sessions' threads would otherwise spin "
+        "against each other. Several models in one server: off (see bench/spinning.py)",
     )
     inter_op_threads: int = Field(
         0, ge=0, description="onnxruntime inter-op threads; 0: onnxruntime's choice"

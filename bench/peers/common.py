@@ -36,7 +36,7 @@ MODEL_NAME = "ensemble"  # the name a peer serves the graph under, where it take
 # bench/serve_peers.py checks that they still are.
 INTRA_OP_THREADS = 0  # 0: onnxruntime's choice, all cores
 INTER_OP_THREADS = 0
-INTRA_OP_SPINNING = "on"  # on, run (only during a run) or off
+INTRA_OP_SPINNING = "auto"  # auto (for one fused session: as on), on, run (only during a run), off
 PARALLEL_EXECUTION = False
 GRAPH_OPTIMIZATION = "all"
 ANSWER_OUTPUTS = ("label", "confidence", "member_labels", *DISAGREEMENT_FIGURES)

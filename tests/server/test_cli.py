@@ -39,7 +39,7 @@ DEFAULTS = {
     "--providers": "auto",
     "--execution": "fused",
     "--intra-op-threads": "0",
-    "--intra-op-spinning": "on",
+    "--intra-op-spinning": "auto",
     "--inter-op-threads": "0",
     "--graph-optimization": "all",
     "--parallel-execution": "false",
@@ -50,7 +50,7 @@ CHOICES = {
     "--providers": "{auto,cuda,tensorrt,cpu}",
     "--execution": "{fused,per-member}",
     "--graph-optimization": "{disable,basic,extended,all}",
-    "--intra-op-spinning": "{on,run,off}",
+    "--intra-op-spinning": "{auto,on,run,off}",
     "--log-level": "{debug,info,warning,error}",
     "--log-format": "{json,text}",
 }

@@ -283,13 +283,20 @@ def test_the_served_members_run_alone_unless_more_are_asked_for(
 
 
 @pytest.mark.parametrize(
-    ("spinning", "allow", "stop_after_run"),
-    [("on", "1", None), ("run", "1", "1"), ("off", "0", None)],
+    ("spinning", "execution", "allow", "stop_after_run"),
+    [
+        ("on", "fused", "1", None),
+        ("run", "fused", "1", "1"),
+        ("off", "fused", "0", None),
+        ("on", "per-member", "1", None),
+        ("auto", "fused", "1", None),  # one session: spinning between runs costs nobody
+        ("auto", "per-member", "1", "1"),  # one per snapshot: each must stop for the next
+    ],
 )
 def test_the_spinning_setting_reaches_onnxruntime(
-    spinning: str, allow: str, stop_after_run: str | None
+    spinning: str, execution: str, allow: str, stop_after_run: str | None
 ) -> None:
-    options = session_options(RuntimeSettings(intra_op_spinning=spinning))
+    options = session_options(RuntimeSettings(intra_op_spinning=spinning, execution=execution))
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow
     if stop_after_run is None:
         with pytest.raises(Exception, match="force_spinning_stop"):

@@ -1,0 +1,69 @@
+"""The model repository: how many models it serves decides how their sessions' threads wait."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from server.metrics import Metrics
+from server.model import ServedModel
+from server.model_repository import ModelRepository
+from server.settings import ServerSettings
+from tests.server.conftest import copy_model
+
+
+def allow_spinning(model: ServedModel) -> str:
+    """What the model's onnxruntime session was created with."""
+    options = model.current().sessions[0].get_session_options()
+    return str(options.get_session_config_entry("session.intra_op.allow_spinning"))
+
+
+@pytest.mark.parametrize(
+    ("models", "spinning", "expected"),
+    [(1, "auto", "1"), (2, "auto", "0"), (2, "on", "1"), (1, "off", "0")],
+)
+def test_several_models_by_default_load_threads_that_do_not_spin(
+    synthetic_digits: Path, tmp_path: Path, models: int, spinning: str, expected: str
+) -> None:
+    for i in range(models):
+        copy_model(synthetic_digits, tmp_path, f"model{i}")
+    settings = ServerSettings(repository=tmp_path, poll_interval_s=0, intra_op_spinning=spinning)
+
+    async def loaded() -> list[str]:
+        repository = ModelRepository(settings, Metrics())
+        await repository.start()
+        try:
+            return [allow_spinning(model) for model in repository.models.values()]
+        finally:
+            await repository.close()
+
+    assert asyncio.run(loaded()) == [expected] * models
+
+
+def test_a_model_added_later_turns_spinning_off_at_each_next_load(
+    synthetic_digits: Path, tmp_path: Path
+) -> None:
+    copy_model(synthetic_digits, tmp_path, "first")
+    settings = ServerSettings(repository=tmp_path, poll_interval_s=0)
+
+    async def spinning_after_each_step() -> list[dict[str, str]]:
+        repository = ModelRepository(settings, Metrics())
+        await repository.start()
+        try:
+            seen = [{n: allow_spinning(m) for n, m in repository.models.items()}]
+            copy_model(synthetic_digits, tmp_path, "second")
+            await repository.load("second")
+            seen.append({n: allow_spinning(m) for n, m in repository.models.items()})
+            await repository.load("first")
+            seen.append({n: allow_spinning(m) for n, m in repository.models.items()})
+            return seen
+        finally:
+            await repository.close()
+
+    assert asyncio.run(spinning_after_each_step()) == [
+        {"first": "1"},
+        {"first": "1", "second": "0"},
+        {"first": "0", "second": "0"},
+    ]
