@@ -87,6 +87,14 @@ def keys_dataset(source: ArraySource | ImageSource, column: str) -> Any:
     return table.rename_columns({column: "path"})
 
 
+def actor_threads(asked: int, cpus: float, actors: int) -> int:
+    """onnxruntime intra-op threads per actor: as asked, or (0) the cluster's cores shared
+    among the actors. Left at 0 each actor's session would take every core of its machine,
+    and several actors per machine would run several times more threads than cores,
+    spinning against each other (as Ray sets OMP_NUM_THREADS for the same reason)."""
+    return asked or max(1, int(cpus) // actors)
+
+
 def score_ray(
     source: ArraySource | ImageSource,
     model_dir: Path,
@@ -119,13 +127,16 @@ def score_ray(
     # Leave one CPU to the read, sort and write tasks: actors holding every CPU would
     # starve them and the pipeline would never start.
     actor_cpus = max(0.25, min(1.0, (cpus - 1) / count))
+    actor_settings = settings.model_copy(
+        update={"intra_op_threads": actor_threads(settings.intra_op_threads, cpus, count)}
+    )
     dataset = keys_dataset(source, column)
     scored = dataset.map_batches(
         Scorer,
         fn_constructor_kwargs={
             "model_dir": str(model_dir),
             "m": m,
-            "settings": settings.model_dump(mode="json"),
+            "settings": actor_settings.model_dump(mode="json"),
             "input_path": str(source.path if isinstance(source, ArraySource) else source.origin),
             "column": column,
             "members": members,

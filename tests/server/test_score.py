@@ -26,6 +26,7 @@ from PIL import Image
 
 from server.runtime import EnsembleRuntime
 from server.score.cli import main as score
+from server.score.ray_engine import actor_threads
 from server.settings import RuntimeSettings
 from snapens.images import to_model_input
 from tests.conftest import ROOT
@@ -305,6 +306,16 @@ def test_an_interrupted_run_needs_resume_or_overwrite(
         == 0
     )
     assert pq.read_table(out).num_rows == 40
+
+
+@pytest.mark.parametrize(
+    ("asked", "cpus", "actors", "threads"),
+    [(0, 16, 8, 2), (0, 2, 1, 2), (0, 2, 2, 1), (0, 3, 8, 1), (4, 16, 8, 4)],
+)
+def test_each_ray_actor_runs_its_share_of_the_cores_unless_told(
+    asked: int, cpus: float, actors: int, threads: int
+) -> None:
+    assert actor_threads(asked, cpus, actors) == threads
 
 
 def test_the_ray_engine_gives_the_local_engines_rows(
