@@ -43,7 +43,7 @@ class GraphOptimization(StrEnum):
 class Spinning(StrEnum):
     """When onnxruntime's intra-op threads spin-wait for work instead of sleeping."""
 
-    AUTO = "auto"  # on for a fused graph, run for one session per snapshot (bench/spinning.py)
+    AUTO = "auto"  # on: one fused graph; run: a session per snapshot; off: several models
     ON = "on"  # onnxruntime's default: also between runs, until they give up
     RUN = "run"  # only while a run is in progress (session.force_spinning_stop)
     OFF = "off"
