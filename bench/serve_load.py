@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,21 +231,28 @@ def batch_rows(port: int, model: str) -> tuple[float, float]:
 
 
 def load(
-    port: int, request: bytes, concurrency: int, rows: int, seconds: float, model: str = ""
+    port: int,
+    request: bytes | Sequence[bytes],
+    concurrency: int,
+    rows: int,
+    seconds: float,
+    model: str = "",
 ) -> Figures:
-    """Closed-loop clients for `seconds`; with `model`, the server's mean batch too."""
+    """Closed-loop clients for `seconds` (with several requests, client i sends the i-th
+    modulo their number); with `model`, the server's mean batch too."""
+    requests = [request] if isinstance(request, bytes) else list(request)
     latencies: list[float] = []
 
-    async def run() -> None:
+    async def run(clients: int, seconds: float, into: list[float]) -> None:
         until = time.perf_counter() + seconds
         await asyncio.gather(
-            *(_client(port, request, until, latencies) for _ in range(concurrency))
+            *(_client(port, requests[i % len(requests)], until, into) for i in range(clients))
         )
 
-    asyncio.run(_client(port, request, time.perf_counter() + 0.5, []))  # warm-up
+    asyncio.run(run(len(requests), 0.5, []))  # warm-up: one client per request
     before = batch_rows(port, model) if model else (0.0, 0.0)
     started = time.perf_counter()
-    asyncio.run(run())
+    asyncio.run(run(concurrency, seconds, latencies))
     elapsed = time.perf_counter() - started
     figures = summarize(latencies, rows, elapsed)
     if not model:

@@ -24,12 +24,10 @@ Interleaved rounds; prints the medians of images/s and p50 latency.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,15 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_load import (
-    Figures,
-    _client,
-    ensure_model,
-    load_arguments,
-    serve,
-    summarize,
-    v2_request,
-)
+from serve_load import Figures, ensure_model, load, load_arguments, serve, v2_request
 from serve_peers import Idle, stop
 
 SETTINGS = ("auto", "on", "run", "off")
@@ -73,21 +63,6 @@ SCENARIOS = (
     Scenario("two models, fused, concurrency 32", "fused", 2, 32),
 )
 SERVERS = tuple(dict.fromkeys(s.server for s in SCENARIOS))
-
-
-def measure(port: int, requests: list[bytes], concurrency: int, seconds: float) -> Figures:
-    """Closed-loop clients for `seconds`, client i sending requests[i % len(requests)]."""
-    latencies: list[float] = []
-
-    async def run(until: float, into: list[float]) -> None:
-        await asyncio.gather(
-            *(_client(port, requests[i % len(requests)], until, into) for i in range(concurrency))
-        )
-
-    asyncio.run(run(time.perf_counter() + 0.5, []))  # warm-up
-    started = time.perf_counter()
-    asyncio.run(run(started + seconds, latencies))
-    return summarize(latencies, 1, time.perf_counter() - started)
 
 
 def main() -> None:
@@ -124,10 +99,11 @@ def main() -> None:
                     for setting in SETTINGS:
                         key = f"{setting} {scenario.execution} {scenario.models}"
                         with idle.while_measuring(key):
-                            figures = measure(
+                            figures = load(
                                 ports[key],
                                 requests[: scenario.models],
                                 scenario.concurrency,
+                                1,
                                 opts.seconds,
                             )
                         samples.setdefault((scenario.name, setting), []).append(figures)

@@ -85,9 +85,10 @@ class RuntimeSettings(BaseSettings):
         Spinning.AUTO,
         description="when onnxruntime's intra-op threads spin-wait for work: on (also between "
         "runs, onnxruntime's default), run (only during a run: the cores go back to the event "
-        "loop and to the next session as soon as a batch is done), off; auto: on for a fused "
-        "graph, run with --execution per-member, whose sessions' threads would otherwise spin "
-        "against each other. Several models in one server: off (see bench/spinning.py)",
+        "loop and to the next session as soon as a batch is done), off; auto: on for one fused "
+        "model, run with --execution per-member and off where the server holds several "
+        "models, whose sessions' threads would otherwise spin against each other "
+        "(bench/spinning.py)",
     )
     inter_op_threads: int = Field(
         0, ge=0, description="onnxruntime inter-op threads; 0: onnxruntime's choice"
