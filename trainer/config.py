@@ -73,7 +73,7 @@ class TrainConfig(BaseModel):
     )
     cache_dir: Path | None = Field(
         None,
-        description="where decoded image folders are cached; unset: "
+        description="where decoded image folders and the digits are cached; unset: "
         "$XDG_CACHE_HOME/snapens/datasets (~/.cache/snapens/datasets)",
         json_schema_extra=DATA,
     )

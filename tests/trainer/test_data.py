@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -10,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.datasets import load_digits as sk_digits
 
+from tests.conftest import ROOT
 from trainer.augment import random_crop_flip
 from trainer.data import epoch_batches, load_digits, load_image_folder, load_npz, stratified_split
 from trainer.errors import UserError
@@ -30,11 +34,52 @@ def make_folder(root: Path, classes: dict[str, tuple[int, int, int]], per_class:
     return root
 
 
-def test_digits_are_the_embedded_sklearn_set() -> None:
-    data = load_digits()
+def test_digits_are_the_embedded_sklearn_set(tmp_path: Path) -> None:
+    data = load_digits(tmp_path)
     assert data.x.shape == (1797, 1, 8, 8) and data.x.dtype == torch.uint8
     assert data.classes == [str(d) for d in range(10)]
     assert int(data.x.max()) == 16 and data.pixel_range == (0.0, 16.0)
+    assert torch.equal(data.x[:, 0], torch.from_numpy(sk_digits().images.astype(np.uint8)))
+
+
+def test_digits_come_from_the_cache_without_importing_sklearn(tmp_path: Path) -> None:
+    first = load_digits(tmp_path)
+    assert len(list(tmp_path.glob("digits-*.npz"))) == 1
+    probe = (
+        "import sys, torch\n"
+        "from pathlib import Path\n"
+        "from trainer.data import load_digits\n"
+        f"data = load_digits(Path({str(tmp_path)!r}))\n"
+        "torch.save({'x': data.x, 'y': data.y, 'classes': data.classes}, sys.argv[1])\n"
+        "print('sklearn' in sys.modules)\n"
+    )
+    saved = tmp_path / "loaded.pt"
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(saved)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert result.stdout.strip() == "False"  # the cache alone: scikit-learn never imported
+    again = torch.load(saved, weights_only=True)
+    assert torch.equal(again["x"], first.x) and torch.equal(again["y"], first.y)
+    assert again["classes"] == first.classes
+
+
+@pytest.mark.parametrize("damage", ["corrupt file", "unwritable folder"])
+def test_digits_load_past_a_cache_that_cannot_be_used(tmp_path: Path, damage: str) -> None:
+    expected = load_digits(tmp_path / "good")
+    if damage == "corrupt file":
+        cache = tmp_path / "bad"
+        cache.mkdir()
+        (cache / next((tmp_path / "good").glob("digits-*.npz")).name).write_bytes(b"not an npz")
+    else:
+        cache = tmp_path / "a file" / "cache"  # its parent is a file: nothing can be written
+        cache.parent.write_bytes(b"")
+    data = load_digits(cache)
+    assert torch.equal(data.x, expected.x) and torch.equal(data.y, expected.y)
 
 
 def test_image_folder_from_a_directory_decodes_and_caches(tmp_path: Path) -> None:
