@@ -157,19 +157,19 @@ PEERS = {
 
 def export_graph(folder: Path, answer: bool) -> Path:
     """serve_load.fused_graph() of the model's served snapshots (with `answer`, the figures
-    in the graph, as the server runs it) as a file under .cache/peers/, written once per
-    snapshot set, temperature and kind."""
+    in the graph, as the server runs it) as a file under .cache/peers/, named by its
+    content: the graph is built on every run, so a change to the snapshots, the temperature
+    or the way the server fuses them gives a new file, never a stale one."""
     manifest = read_manifest(folder)
     members = manifest.last(manifest.default_m)
     kind = "answer" if answer else "probabilities"
-    key = hashlib.sha256(
-        json.dumps([[e.sha256 for e in members], manifest.temperature]).encode()
-    ).hexdigest()[:12]
+    graph = fused_graph(folder, answer)
+    key = hashlib.sha256(graph).hexdigest()[:12]
     path = PEERS_DIR / f"{manifest.name}-m{len(members)}-{key}-{kind}.onnx"
     if not path.is_file():
         PEERS_DIR.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        partial.write_bytes(fused_graph(folder, answer))
+        partial.write_bytes(graph)
         partial.replace(path)
     return path
 
