@@ -365,9 +365,39 @@ def peer_request(
     return json_request("/predict", x), json_arrays
 
 
+def _stat_fields(pid: str) -> list[str] | None:
+    """/proc/PID/stat after the command's ")": state ppid pgrp session ..., utime and stime
+    at 11 and 12; None where the process has gone (or off Linux)."""
+    try:
+        return (Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def session_processes(leader: int) -> list[int]:
+    """Every process of the session `leader` started (a peer's). A session, not a process
+    group: Ray puts each of its actors (the Serve controller, proxy and replicas) in a group
+    of its own, inside the session of the process that started the cluster."""
+    if not Path("/proc/self/stat").exists():
+        return [leader]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(entry.name)
+            if fields is not None and int(fields[3]) == leader:
+                found.append(int(entry.name))
+    return found
+
+
+def _signal_session(leader: int, signum: int) -> None:
+    for pid in session_processes(leader):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
 def stop(process: subprocess.Popen[bytes], group: bool = False) -> None:
     """SIGTERM, then SIGKILL after 30 s; with `group` (a peer, started as the leader of its
-    own process group), then SIGKILL to whatever it left behind in that group."""
+    own session), then SIGKILL to whatever it left behind in that session."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -376,8 +406,7 @@ def stop(process: subprocess.Popen[bytes], group: bool = False) -> None:
             process.kill()
             process.wait()
     if group:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        _signal_session(process.pid, signal.SIGKILL)
 
 
 def start_peer(
@@ -394,7 +423,7 @@ def start_peer(
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, which stop() ends
+            start_new_session=True,  # its own session, which stop() ends
             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"},
         )
     started.append(process)
@@ -411,7 +440,7 @@ def start_peer(
 
 class Idle:
     """The servers not being measured. By default each is paused (SIGSTOP to its process,
-    or to every process of its group, a peer's) while another is measured and resumed
+    or to every process of its session, a peer's) while another is measured and resumed
     after, so that no idle server's polling takes CPU from the one measured: LitServe's
     workers poll even when idle, about a sixth of a core. With `pause` off they stay up,
     and this counts the CPU they use meanwhile, from the user and system time /proc
@@ -434,11 +463,10 @@ class Idle:
         for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else []:
             if not entry.name.isdigit():
                 continue
-            try:  # after the command's ")": state ppid pgrp ..., utime and stime at 11, 12
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
+            fields = _stat_fields(entry.name)
+            if fields is None:
                 continue
-            name = alone.get(int(entry.name)) or leaders.get(int(fields[2]))
+            name = alone.get(int(entry.name)) or leaders.get(int(fields[3]))
             if name is not None:
                 ticks[name] += int(fields[11]) + int(fields[12])
         per_s = os.sysconf("SC_CLK_TCK")
@@ -446,11 +474,11 @@ class Idle:
 
     def _signal(self, name: str, signum: int) -> None:
         pid, group = self.servers[name]
+        if group:
+            _signal_session(pid, signum)
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            if group:
-                os.killpg(pid, signum)
-            else:
-                os.kill(pid, signum)
+            os.kill(pid, signum)
 
     @contextlib.contextmanager
     def while_measuring(self, busy: str | None) -> Iterator[None]:
