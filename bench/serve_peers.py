@@ -36,7 +36,8 @@ from serve_load's closed-loop load generator (one keep-alive connection per clie
 reading replies by their Content-Length or in chunks, as KServe's binary replies and Ray
 Serve's come). While one path is measured, every other server is paused (SIGSTOP),
 because LitServe's idle workers poll and would take CPU from whichever is measured;
-with --keep-others-running they stay up and the CPU they use idle is reported. Prints
+with --keep-others-running they stay up. Either way the CPU they use meanwhile is
+reported (paused, it should be next to none: a check that the pause holds). Prints
 the medians over rounds as a markdown table, then ratios.
 """
 
@@ -442,9 +443,9 @@ class Idle:
     """The servers not being measured. By default each is paused (SIGSTOP to its process,
     or to every process of its session, a peer's) while another is measured and resumed
     after, so that no idle server's polling takes CPU from the one measured: LitServe's
-    workers poll even when idle, about a sixth of a core. With `pause` off they stay up,
-    and this counts the CPU they use meanwhile, from the user and system time /proc
-    gives (Linux only; elsewhere it reports nothing)."""
+    workers poll even when idle, about a sixth of a core. With `pause` off they stay up.
+    Either way this counts the CPU they use meanwhile, from the user and system time /proc
+    gives (Linux only; elsewhere it reports nothing): paused, it should be next to none."""
 
     def __init__(self, pause: bool = True) -> None:
         self.pause = pause
@@ -482,24 +483,23 @@ class Idle:
 
     @contextlib.contextmanager
     def while_measuring(self, busy: str | None) -> Iterator[None]:
-        """Pauses every server but `busy` during the block, or counts what they use."""
+        """Pauses every server but `busy` during the block (unless pausing is off), and
+        counts the CPU they use meanwhile: next to none where the pause holds them all."""
         others = [name for name in self.servers if name != busy]
         if self.pause:
             for name in others:
                 self._signal(name, signal.SIGSTOP)
-            try:
-                yield
-            finally:
+        before, started = self.cpu(), time.perf_counter()
+        try:
+            yield
+        finally:
+            after, elapsed = self.cpu(), time.perf_counter() - started
+            if self.pause:
                 for name in others:
                     self._signal(name, signal.SIGCONT)
-            return
-        before, started = self.cpu(), time.perf_counter()
-        yield
-        after, elapsed = self.cpu(), time.perf_counter() - started
-        for name in self.servers:
-            if name != busy:
-                self.cpu_s[name] = self.cpu_s.get(name, 0.0) + after[name] - before[name]
-                self.wall_s[name] = self.wall_s.get(name, 0.0) + elapsed
+        for name in others:
+            self.cpu_s[name] = self.cpu_s.get(name, 0.0) + after[name] - before[name]
+            self.wall_s[name] = self.wall_s.get(name, 0.0) + elapsed
 
     def report(self) -> str:
         cores = [
@@ -509,8 +509,9 @@ class Idle:
         ]
         if not cores:
             return ""
+        state = "paused" if self.pause else "idle"
         return (
-            "\nCPU cores each server used while idle, during the other measurements: "
+            f"\nCPU cores each server used while {state}, during the other measurements: "
             + ", ".join(cores)
         )
 
