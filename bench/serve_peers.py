@@ -375,19 +375,23 @@ def _stat_fields(pid: str) -> list[str] | None:
         return None
 
 
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, stat fields) of every process /proc lists; none off Linux."""
+    if not Path("/proc/self/stat").exists():
+        return
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(entry.name)) is not None:
+            yield int(entry.name), fields
+
+
 def session_processes(leader: int) -> list[int]:
-    """Every process of the session `leader` started (a peer's). A session, not a process
-    group: Ray puts each of its actors (the Serve controller, proxy and replicas) in a group
-    of its own, inside the session of the process that started the cluster."""
+    """Every process of the session `leader` started (a peer's); off Linux, the leader. A
+    session, not a process group: Ray puts each of its actors (the Serve controller, proxy
+    and replicas) in a group of its own, inside the session of the process that started
+    the cluster."""
     if not Path("/proc/self/stat").exists():
         return [leader]
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(entry.name)
-            if fields is not None and int(fields[3]) == leader:
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, fields in _processes() if int(fields[3]) == leader]
 
 
 def _signal_session(leader: int, signum: int) -> None:
@@ -461,13 +465,8 @@ class Idle:
         ticks = dict.fromkeys(self.servers, 0)
         leaders = {pid: name for name, (pid, group) in self.servers.items() if group}
         alone = {pid: name for name, (pid, group) in self.servers.items() if not group}
-        for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else []:
-            if not entry.name.isdigit():
-                continue
-            fields = _stat_fields(entry.name)
-            if fields is None:
-                continue
-            name = alone.get(int(entry.name)) or leaders.get(int(fields[3]))
+        for pid, fields in _processes():
+            name = alone.get(pid) or leaders.get(int(fields[3]))
             if name is not None:
                 ticks[name] += int(fields[11]) + int(fields[12])
         per_s = os.sysconf("SC_CLK_TCK")

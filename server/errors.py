@@ -39,6 +39,13 @@ class BadRequest(ServingError):
     status = 400
 
 
+class MalformedJSON(BadRequest):
+    """A body that is not JSON, in any protocol."""
+
+    def __init__(self, detail: object) -> None:
+        super().__init__(f"malformed JSON: {detail}")
+
+
 class NotFound(ServingError):
     """An unknown model or version."""
 
@@ -143,7 +150,8 @@ def install_handlers(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         malformed = _malformed_json(exc)
         if malformed is not None:  # as the v2 codec answers it
-            return error_response(400, f"malformed JSON: {malformed}")
+            error = MalformedJSON(malformed)
+            return error_response(error.status, error.message)
         return error_response(422, _request_errors(exc))
 
     @app.exception_handler(StarletteHTTPException)
