@@ -54,18 +54,17 @@ def load_digits(cache_dir: Path | None = None) -> Dataset:
             "--dataset digits needs scikit-learn (pip install 'snapens[train]')"
         ) from None
     cache = (cache_dir or default_cache_dir()) / f"digits-{CACHE_VERSION}-sklearn-{version}.npz"
-    try:
-        with np.load(cache, allow_pickle=False) as npz:
-            x, y, classes = npz["x"], npz["y"], [str(c) for c in npz["classes"]]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+    cached = _read_cache(cache, ("x", "y", "classes"))
+    if cached is not None:
+        x, y, classes = cached["x"], cached["y"], [str(c) for c in cached["classes"]]
+    else:
         from sklearn.datasets import load_digits as sk_digits
 
         bunch = sk_digits()
         x = np.ascontiguousarray(bunch.images.astype(np.uint8)[:, None])
         y = bunch.target.astype(np.int64)
         classes = [str(d) for d in bunch.target_names]
-        with contextlib.suppress(OSError), atomic_writer(cache) as handle:
-            np.savez(handle, x=x, y=y, classes=np.array(classes))
+        _write_cache(cache, x=x, y=y, classes=np.array(classes))
     return Dataset(
         torch.from_numpy(x), torch.from_numpy(y), classes, (0.0, 16.0), "L", "sklearn digits"
     )
@@ -120,6 +119,23 @@ def _cache_key(path: Path, image_size: int | None) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 
+def _read_cache(cache: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None where the file is missing, unreadable or incomplete: the
+    dataset is then loaded from its source again and the cache rewritten."""
+    try:
+        with np.load(cache, allow_pickle=False) as npz:
+            return {key: npz[key] for key in keys}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _write_cache(cache: Path, **arrays: np.ndarray) -> None:
+    """Write the cache atomically; one that cannot be written (a read-only home, a full
+    disk) is passed over, as the data are already in memory."""
+    with contextlib.suppress(OSError), atomic_writer(cache) as handle:
+        np.savez(handle, **arrays)
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "snapens" / "datasets"
@@ -130,16 +146,16 @@ def load_image_folder(path: Path, image_size: int | None, cache_dir: Path | None
     if not path.exists():
         raise UserError(f"--data {path}: no such file or folder")
     cache = (cache_dir or default_cache_dir()) / f"imagefolder-{_cache_key(path, image_size)}.npz"
-    if cache.is_file():
-        with np.load(cache, allow_pickle=False) as npz:
-            return Dataset(
-                torch.from_numpy(npz["x"]),
-                torch.from_numpy(npz["y"]),
-                [str(c) for c in npz["classes"]],
-                (0.0, 255.0),
-                str(npz["color_mode"]),
-                f"image folder {path}",
-            )
+    cached = _read_cache(cache, ("x", "y", "classes", "color_mode"))
+    if cached is not None:
+        return Dataset(
+            torch.from_numpy(cached["x"]),
+            torch.from_numpy(cached["y"]),
+            [str(c) for c in cached["classes"]],
+            (0.0, 255.0),
+            str(cached["color_mode"]),
+            f"image folder {path}",
+        )
 
     archive = None
     if path.is_dir():
@@ -180,9 +196,7 @@ def load_image_folder(path: Path, image_size: int | None, cache_dir: Path | None
 
     x = np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))
     y = np.array([label for _, label in index.items], dtype=np.int64)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(cache) as handle:
-        np.savez(handle, x=x, y=y, classes=np.array(index.classes), color_mode=np.array(mode))
+    _write_cache(cache, x=x, y=y, classes=np.array(index.classes), color_mode=np.array(mode))
     return Dataset(
         torch.from_numpy(x),
         torch.from_numpy(y),

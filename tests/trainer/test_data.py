@@ -95,6 +95,28 @@ def test_image_folder_from_a_directory_decodes_and_caches(tmp_path: Path) -> Non
     assert torch.equal(again.x, data.x) and again.classes == data.classes
 
 
+@pytest.mark.parametrize("damage", ["corrupt file", "missing array", "unwritable folder"])
+def test_image_folder_decodes_past_a_cache_that_cannot_be_used(tmp_path: Path, damage: str) -> None:
+    root = make_folder(tmp_path / "imgs", {"cat": (255, 0, 0), "dog": (0, 0, 255)})
+    expected = load_image_folder(root, None, tmp_path / "good")
+    name = next((tmp_path / "good").glob("imagefolder-*.npz")).name
+    cache = tmp_path / "bad"
+    if damage == "corrupt file":  # e.g. a disk that filled up under an older version
+        cache.mkdir()
+        (cache / name).write_bytes(b"not an npz")
+    elif damage == "missing array":
+        cache.mkdir()
+        np.savez(cache / name, x=expected.x.numpy())
+    else:
+        cache = tmp_path / "a file" / "cache"  # its parent is a file: nothing can be written
+        cache.parent.write_bytes(b"")
+    data = load_image_folder(root, None, cache)
+    assert torch.equal(data.x, expected.x) and data.classes == expected.classes
+    if damage != "unwritable folder":  # decoded again and the cache rewritten
+        again = load_image_folder(root, None, cache)
+        assert torch.equal(again.y, expected.y) and again.color_mode == expected.color_mode
+
+
 def test_image_folder_from_a_zip_with_a_wrapping_folder_and_resize(tmp_path: Path) -> None:
     archive = tmp_path / "train.zip"
     with zipfile.ZipFile(archive, "w") as zf:
