@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,7 +130,7 @@ def _read_cache(cache: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | N
         return None
 
 
-def _write_cache(cache: Path, **arrays: np.ndarray) -> None:
+def _write_cache(cache: Path, **arrays: Any) -> None:  # numpy arrays
     """Write the cache atomically; one that cannot be written (a read-only home, a full
     disk) is passed over, as the data are already in memory."""
     with contextlib.suppress(OSError), atomic_writer(cache) as handle:
