@@ -12,7 +12,8 @@ from pathlib import Path
 from server.errors import NotFound
 from server.metrics import Metrics
 from server.model import ServedModel
-from server.settings import ServerSettings, Spinning
+from server.runtime import intra_op_spinning
+from server.settings import ServerSettings
 from snapens.manifest import MANIFEST_FILE
 
 log = logging.getLogger("snapens.repository")
@@ -58,14 +59,11 @@ class ModelRepository:
         )
 
     def model_settings(self, models: int) -> ServerSettings:
-        """The settings a model's snapshot set loads with, where `models` are served. Each
-        model's sessions have their own onnxruntime threads, and with several models those
-        of one spin on the cores another's batch needs: --intra-op-spinning auto is off
-        then (measured by bench/spinning.py). A model loaded before the count changed keeps
-        its sessions until its next load."""
-        if models > 1 and self.settings.intra_op_spinning == Spinning.AUTO:
-            return self.settings.model_copy(update={"intra_op_spinning": Spinning.OFF})
-        return self.settings
+        """The settings a model's snapshot set loads with, where `models` are served, with
+        --intra-op-spinning auto resolved for that count. A model loaded before the count
+        changed keeps its sessions until its next load."""
+        spinning = intra_op_spinning(self.settings, models)
+        return self.settings.model_copy(update={"intra_op_spinning": spinning})
 
     async def refresh(self) -> None:
         """Add new model folders and reload those whose manifest changed."""

@@ -49,6 +49,7 @@ __all__ = [
     "MemberGroup",
     "Prediction",
     "RuntimeLoadError",
+    "intra_op_spinning",
     "session_options",
 ]
 
@@ -64,6 +65,17 @@ OPTIMIZATION = {
 Float32Array = npt.NDArray[np.float32]
 
 
+def intra_op_spinning(settings: RuntimeSettings, models: int = 1) -> Spinning:
+    """What --intra-op-spinning auto means where `models` are served (bench/spinning.py):
+    on for one fused model; run with one session per snapshot, whose pools would each spin
+    against the next session's run; off for several models, whose batches run at once."""
+    if settings.intra_op_spinning != Spinning.AUTO:
+        return settings.intra_op_spinning
+    if models > 1:
+        return Spinning.OFF
+    return Spinning.ON if settings.execution == Execution.FUSED else Spinning.RUN
+
+
 def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
@@ -75,10 +87,7 @@ def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
         else ort.ExecutionMode.ORT_SEQUENTIAL
     )
     options.log_severity_level = 3
-    spinning = settings.intra_op_spinning
-    if spinning == Spinning.AUTO:  # one session per snapshot: each pool spinning starves the next
-        fused = settings.execution == Execution.FUSED
-        spinning = Spinning.ON if fused else Spinning.RUN
+    spinning = intra_op_spinning(settings)
     allow = "0" if spinning == Spinning.OFF else "1"
     options.add_session_config_entry("session.intra_op.allow_spinning", allow)
     if spinning == Spinning.RUN:
