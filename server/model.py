@@ -99,13 +99,10 @@ class ServedModel:
                     EnsembleRuntime.load, self.model_dir, self.settings.m, self.settings, True
                 )
             except (ManifestError, RuntimeLoadError) as exc:
-                self.stamp = stamp  # do not retry the same broken manifest on every poll
-                error = self._relative(str(exc))
-                self.last_load = LoadState(status="failed", at=utc_now(), error=error)
-                self.metrics.reloads.labels(self.name, "failed").inc()
-                kept = "keeps serving the previous set" if self.runtime else "is not ready"
-                log.error("loading %s failed, %s: %s", self.name, kept, exc)
-                return False
+                return self._failed(stamp, str(exc))
+            except Exception as exc:  # a case no check names: still one model's failed load
+                log.exception("unexpected error loading %s", self.name)
+                return self._failed(stamp, f"unexpected error: {type(exc).__name__}: {exc}")
             self.runtime, self.stamp = runtime, stamp  # the swap
             self.last_load = LoadState(
                 status="loaded", at=utc_now(), snapshots=[e.cycle for e in runtime.served]
@@ -113,6 +110,16 @@ class ServedModel:
             self.metrics.reloads.labels(self.name, "loaded").inc()
             self.metrics.snapshots.labels(self.name).set(runtime.m)
             return True
+
+    def _failed(self, stamp: tuple[int, int] | None, message: str) -> bool:
+        """Record a failed load; the set serving before, if any, keeps serving."""
+        self.stamp = stamp  # do not retry the same broken manifest on every poll
+        error = self._relative(message)
+        self.last_load = LoadState(status="failed", at=utc_now(), error=error)
+        self.metrics.reloads.labels(self.name, "failed").inc()
+        kept = "keeps serving the previous set" if self.runtime else "is not ready"
+        log.error("loading %s failed, %s: %s", self.name, kept, error)
+        return False
 
     def _relative(self, message: str) -> str:
         """`message` with the repository's own path taken off the paths it names."""

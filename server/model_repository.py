@@ -43,7 +43,10 @@ class ModelRepository:
         }
 
     async def start(self) -> None:
-        await self.refresh()
+        try:
+            await self.refresh()
+        except Exception:  # the folder cannot be listed, say: the poller tries again
+            log.exception("loading the repository failed")
         self.started = True
         if self.settings.poll_interval_s > 0:
             self._poller = asyncio.get_running_loop().create_task(
@@ -72,13 +75,16 @@ class ModelRepository:
         for served in self.models.values():
             served.settings = settings
         for name, folder in folders.items():
-            model = self.models.get(name)
-            if model is None:
-                model = self._add(name, folder, settings)
-                await model.load()
-            elif model.changed_on_disk():
-                log.info("manifest of %s changed: loading the new snapshot set", name)
-                await model.load()
+            try:
+                model = self.models.get(name)
+                if model is None:
+                    model = self._add(name, folder, settings)
+                    await model.load()
+                elif model.changed_on_disk():
+                    log.info("manifest of %s changed: loading the new snapshot set", name)
+                    await model.load()
+            except Exception:  # one folder's fault must not keep the others from loading
+                log.exception("refreshing model %s failed", name)
 
     async def load(self, name: str) -> ServedModel:
         """Explicit (re)load of one model, as the repository extension's load request."""

@@ -273,9 +273,13 @@ class EnsembleRuntime:
         runtime = cls(
             model_dir, manifest, members, settings.execution, groups, got, warnings + problems
         )
-        runtime.run(
-            np.zeros((1, *manifest.input.shape[1:]), dtype=np.float32)
-        )  # fail now, not later
+        try:  # fail now, not on the first request
+            runtime.run(np.zeros((1, *manifest.input.shape[1:]), dtype=np.float32))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise RuntimeLoadError(
+                f"{model_dir}: the snapshots do not answer an input of the manifest's shape "
+                f"{manifest.input.shape}: {exc}"
+            ) from None
         log.info(
             "loaded %s: snapshots %s (%s) on %s",
             manifest.name,

@@ -175,10 +175,16 @@ def read_manifest(model_dir: Path) -> Manifest:
         raise ManifestError(
             f"{path}: no manifest (expected a folder written by the trainer)"
         ) from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc.strerror})") from None
     try:
         return Manifest.model_validate(json.loads(raw))
     except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise ManifestError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: not a manifest (nested too deeply)") from None
     except ValidationError as exc:
         raise ManifestError(f"{path}: {one_line(exc, 'manifest')}") from None
 
@@ -198,6 +204,10 @@ def read_snapshot(model_dir: Path, entry: SnapshotEntry) -> bytes:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ManifestError(f"{path}: listed in the manifest but missing") from None
+    except OSError as exc:  # a folder, unreadable, ...
+        raise ManifestError(
+            f"{path}: listed in the manifest but unreadable ({exc.strerror})"
+        ) from None
     digest = sha256_bytes(data)
     if digest != entry.sha256:
         raise ManifestError(

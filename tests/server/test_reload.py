@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from snapens.manifest import read_manifest
 from snapens.synthetic import write_model_folder
@@ -164,3 +165,58 @@ def test_a_model_without_snapshots_is_not_ready_and_answers_503(
         response = http.post("/v1/models/digits:predict", json={"instances": [[[0.0] * 8] * 8]})
         assert response.status_code == 503
         assert "no snapshots yet" in http.post("/v2/repository/index").json()[0]["reason"]
+
+
+def _break(folder: Path, how: str) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if how == "not UTF-8":
+        (folder / "manifest.json").write_bytes(b"\x80garbage")
+    elif how == "nested too deeply":
+        (folder / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif how == "snapshot is a folder":
+        (folder / "snapshots" / "dir.onnx").mkdir()
+        manifest["snapshots"][-1]["file"] = "snapshots/dir.onnx"
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    else:  # the manifest's input shape is not the graphs'
+        manifest["input"]["shape"] = [-1, 1, 4, 4]
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("not UTF-8", "not valid JSON (not UTF-8 text)"),
+        ("nested too deeply", "nested too deeply"),
+        ("snapshot is a folder", "dir.onnx: listed in the manifest but unreadable"),
+        ("wrong input shape", "do not answer an input of the manifest's shape [-1, 1, 4, 4]"),
+    ],
+)
+def test_a_broken_folder_at_start_fails_alone_and_the_others_load_and_reload(
+    serve: Callable[..., LiveServer],
+    tmp_path: Path,
+    synthetic_digits: Path,
+    digit_images: tuple[np.ndarray, np.ndarray],
+    how: str,
+    reason: str,
+) -> None:
+    """A folder whose load fails in a way no check names (sorted before the good one) is
+    reported as failed; the server still becomes ready, serves the good model, answers an
+    explicit load of the broken one with a 4xx, and its poller goes on to new folders."""
+    repo = tmp_path / "repo"
+    copy_model(synthetic_digits, repo, "alpha")
+    copy_model(synthetic_digits, repo, "digits")
+    _break(repo / "alpha", how)
+    server = serve(repo, poll_interval_s=0.1)
+    body = {"instances": digit_images[0][:2].tolist()}
+    with server.client() as http:
+        assert http.post("/v1/models/digits:predict", json=body).status_code == 200
+        meta = http.get("/v2/models/alpha").json()["parameters"]
+        assert meta["ready"] is False and meta["last_load"]["status"] == "failed"
+        assert reason in meta["last_load"]["error"]
+        assert str(tmp_path) not in meta["last_load"]["error"]
+        refused = http.post("/v2/repository/models/alpha/load")
+        assert refused.status_code == 400 and reason in refused.json()["error"]
+        copy_model(synthetic_digits, repo, "zeta")  # sorted after both: the poller finds it
+        wait_until(lambda: http.get("/v2/models/zeta/ready").status_code == 200)
+        states = {m["name"]: m["state"] for m in http.post("/v2/repository/index").json()}
+        assert states == {"alpha": "UNAVAILABLE", "digits": "READY", "zeta": "READY"}
