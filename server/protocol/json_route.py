@@ -12,15 +12,44 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
+
+from server.errors import ServingError
+from server.protocol.tensors import check_json_size
 
 
 class OrjsonRequest(Request):
+    """FastAPI answers any error raised while it reads a body, other than its own
+    HTTPException, with a bare 400 "There was an error parsing the body": this server's
+    errors (the body limit's 413, the size check's) are raised as HTTPException so that
+    their status and message reach the client."""
+
+    async def body(self) -> bytes:
+        try:
+            return await super().body()
+        except ServingError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = orjson.loads(await self.body())
+            body = await self.body()
+            try:
+                self._check_size(body)
+            except ServingError as exc:
+                raise HTTPException(exc.status, exc.message) from None
+            self._json = orjson.loads(body)
         return self._json
+
+    def _check_size(self, body: bytes) -> None:
+        """A body for a model (a `name` in the path) is refused before parsing if it holds
+        more values than a request to that model may (server.protocol.tensors)."""
+        name = self.path_params.get("name")
+        if name is None:
+            return
+        model = self.app.state.repository.get(name)  # 404 / 503 as the route would answer
+        settings = self.app.state.settings
+        check_json_size(body, model.input_spec(), settings.max_request_batch, "the request")
 
 
 class OrjsonRoute(APIRoute):

@@ -22,7 +22,7 @@ import orjson
 from server.errors import BadRequest, MalformedJSON, PayloadTooLarge
 from server.model import Answer
 from server.protocol import binary
-from server.protocol.tensors import DATATYPES, check_batch, expected_shape
+from server.protocol.tensors import DATATYPES, check_batch, check_json_size, expected_shape
 from server.protocol.v2_models import (
     InferenceRequest,
     InferenceResponse,
@@ -81,10 +81,14 @@ class EncodedResponse:
 # Decoding ------------------------------------------------------------------------------
 
 
-def read_envelope(body: bytes, header_length: str | None) -> Envelope:
+def read_envelope(
+    body: bytes, header_length: str | None, spec: InputSpec, max_rows: int
+) -> Envelope:
     """The body's JSON header as an InferenceRequest, and the binary data after it (whose
-    start the Inference-Header-Content-Length header gives; None: the body is all JSON)."""
+    start the Inference-Header-Content-Length header gives; None: the body is all JSON),
+    for a model taking `spec` in at most `max_rows` rows."""
     header, blob = binary.split(body, header_length)
+    check_json_size(header, spec, max_rows, "the request's JSON")
     try:  # orjson: ~13x json.loads on a request of 3072 floats; also refuses depth > 1024
         raw = orjson.loads(header)
     except orjson.JSONDecodeError as exc:

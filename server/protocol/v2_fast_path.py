@@ -57,10 +57,11 @@ async def infer(
 ) -> EncodedResponse:
     """Decode (one guarded step: any failure is a 4xx), infer, encode."""
     model = served_model(repository, name, version)
+    spec, rows = model.input_spec(), settings.max_request_batch
     with client_input("request"):
         body = inflate(body, content_encoding, settings.max_body_bytes)
-        envelope = v2_codec.read_envelope(body, header_length)
-        parsed = v2_codec.decode_inputs(envelope, model.input_spec(), settings.max_request_batch)
+        envelope = v2_codec.read_envelope(body, header_length, spec, rows)
+        parsed = v2_codec.decode_inputs(envelope, spec, rows)
     answer = await model.predict(parsed.x, parsed.m)
     return v2_codec.encode_answer(name, parsed, answer)
 

@@ -5,6 +5,7 @@ or stalling the server, and the neighbours of each."""
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import logging
@@ -21,7 +22,7 @@ from tests.server.conftest import LiveServer, copy_model, start_server
 INFER = "/v2/models/digits/infer"
 PREDICT = "/v1/models/digits:predict"
 UPLOAD = "/v1/models/digits/images:predict"
-DEEP = "[" * 100_000
+DEEP = "[" * 5_000  # deeper than the parser takes (1024), fewer than 256 rows hold
 HUGE_INT = "9" * 5000  # more digits than Python converts from text
 BIG_INT = 10**400  # an integer no float holds
 
@@ -62,6 +63,10 @@ def _multipart(*files: tuple[str, bytes, str]) -> dict[str, Any]:
 
 
 JSON = {"Content-Type": "application/json"}
+# Parsing costs by structure: this took the event loop 6 s to refuse after parsing.
+ARRAY_BOMB = gzip.compress(
+    _tensor_json([1, 1, 8, 8], "[" + "[0]," * (8 * 1024 * 1024 - 100) + "[0]]"), 9
+)
 BINARY_OVERFLOW, BINARY_OVERFLOW_HEADERS = _binary([4294967296, 4294967296, 1, 1], 0, b"")
 BINARY_STRING_SIZE, BINARY_STRING_SIZE_HEADERS = _binary([1, 1, 8, 8], "256", b"\0" * 256)
 
@@ -236,6 +241,38 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         {"content": b"not gzip", "headers": {**JSON, "Content-Encoding": "gzip"}},
         400,
         "not valid gzip data",
+    ),
+    (
+        "32 MiB of one-value arrays in 32 KiB of gzip (v2)",
+        "POST",
+        INFER,
+        {"content": ARRAY_BOMB, "headers": {**JSON, "Content-Encoding": "gzip"}},
+        413,
+        "holds more than 33792 values or arrays; at most 256 rows of [N, 1, 8, 8]",
+    ),
+    (
+        "more values than 256 rows hold (v2)",
+        "POST",
+        INFER,
+        {"content": _tensor_json([1, 1, 8, 8], "[" + "0," * 40_000 + "0]"), "headers": JSON},
+        413,
+        "at most 256 rows of [N, 1, 8, 8] (16384 values) per request",
+    ),
+    (
+        "more one-value arrays than 256 rows hold (v1)",
+        "POST",
+        PREDICT,
+        {"content": '{"instances": [' + "[0]," * 40_000 + "[0]]}", "headers": JSON},
+        413,
+        "at most 256 rows of [N, 1, 8, 8] (16384 values) per request",
+    ),
+    (
+        "40 MiB chunked body, no length given (v1)",
+        "POST",
+        PREDICT,
+        {"content": [b" " * 1024 * 1024] * 40, "headers": JSON},  # a list: sent chunked
+        413,
+        "request body exceeds the limit of 33554432 bytes",
     ),
     ("TRACE", "TRACE", INFER, {}, 405, "Method Not Allowed"),
     ("unknown model", "POST", "/v2/models/../../etc/infer", {"json": {}}, 404, "Not Found"),

@@ -40,7 +40,7 @@ MAX_ROWS = 4
 def decode(body: bytes, header_length: str | None = None) -> ParsedRequest:
     """What the route does: both decoding steps in one guarded block."""
     with client_input("request"):
-        return decode_inputs(read_envelope(body, header_length), SPEC, MAX_ROWS)
+        return decode_inputs(read_envelope(body, header_length, SPEC, MAX_ROWS), SPEC, MAX_ROWS)
 
 
 def request(x: Any, shape: list[int] | None = None, **fields: Any) -> bytes:
