@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.errors import Conflict
 from server.metrics import Metrics
 from server.runtime import BatchAnswer, EnsembleRuntime, Float32Array
 
@@ -150,6 +151,26 @@ class DynamicBatcher:
             self._round = len(batch) + len(self._pending) + self._in_flight
             self._free_since = time.perf_counter()
 
+    @staticmethod
+    def _fitting(batch: list[_Pending], runtime: EnsembleRuntime) -> list[_Pending]:
+        """The requests that fit the set about to run them; each other one, decoded for
+        the input of a set a reload has since replaced, gets a 409 saying so."""
+        shape = tuple(runtime.manifest.input.shape[1:])
+        fits = []
+        for item in batch:
+            if tuple(item.x.shape[1:]) == shape:
+                fits.append(item)
+            elif not item.future.done():
+                item.future.set_exception(
+                    Conflict(
+                        f"the model was reloaded while the request waited and now takes "
+                        f"[N, {', '.join(map(str, shape))}], not "
+                        f"[N, {', '.join(map(str, item.x.shape[1:]))}]; send it again for "
+                        "the new input"
+                    )
+                )
+        return fits
+
     async def _answer(self, batch: list[_Pending]) -> None:
         """Run one batch on the current snapshot set and give each request its rows. A batch
         of several requests that fails is run again a request at a time, so an error reaches
@@ -157,6 +178,9 @@ class DynamicBatcher:
         started = time.perf_counter()
         try:
             runtime = self._runtime()
+            batch = self._fitting(batch, runtime)
+            if not batch:
+                return
             x = batch[0].x if len(batch) == 1 else np.concatenate([item.x for item in batch])
             need = max(item.members or runtime.default_m for item in batch)
             self._metrics.batch.labels(self.name).observe(len(x))

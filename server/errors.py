@@ -62,6 +62,13 @@ class UnsupportedMediaType(ServingError):
     status = 415
 
 
+class Conflict(ServingError):
+    """A request that was valid for the model when it arrived, but not for the snapshot
+    set a reload swapped in while it waited (another input shape)."""
+
+    status = 409
+
+
 class NotReady(ServingError):
     """The model exists but has no loaded snapshot set yet."""
 

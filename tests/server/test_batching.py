@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from server.batching import DynamicBatcher
+from server.errors import Conflict
 from server.metrics import Metrics
 from server.runtime import BatchAnswer, EnsembleRuntime
 from server.settings import RuntimeSettings
@@ -213,10 +214,10 @@ def test_a_client_that_leaves_costs_one_quiet_delay_not_a_stall(runtime: Ensembl
 
 
 def test_an_error_reaches_only_the_request_that_causes_it(runtime: EnsembleRuntime) -> None:
-    """A request onnxruntime refuses (8x9 pixels) fails alone, whether it ran in a batch of
-    its own or was batched with others; every other request gets its answer."""
+    """A request onnxruntime refuses (float64 pixels) fails alone, whether it ran in a batch
+    of its own or was batched with others; every other request gets its answer."""
     metrics = Metrics()
-    bad = np.zeros((2, 1, 8, 9), dtype=np.float32)
+    bad = np.zeros((2, 1, 8, 8), dtype=np.float64)
     xs = requests(2, 2, 1, 1)
     # Batches of at most 2 rows: [x0] [bad] [x1] [x2, bad[:1]] [x3].
     submitted = [xs[0], bad, xs[1], xs[2], bad[:1], xs[3]]
@@ -234,8 +235,8 @@ def test_an_error_reaches_only_the_request_that_causes_it(runtime: EnsembleRunti
     results = run(scenario)
     errors = [i for i, result in enumerate(results) if isinstance(result, BaseException)]
     assert errors == [1, 4]
-    # [x0] [bad] [x1]; [x2, bad[:1]] cannot be put together, so each runs alone; [x3]; the last.
-    assert batches(metrics)[0] == 7
+    # [x0] [bad] [x1]; [x2, bad[:1]] fails, so each runs again alone; [x3]; the last.
+    assert batches(metrics)[0] == 8
     for i, x in ((0, xs[0]), (2, xs[1]), (3, xs[2]), (5, xs[3]), (6, xs[0])):
         assert_own_rows(runtime, x, results[i][0])
 
@@ -285,3 +286,27 @@ def test_each_batch_runs_on_the_snapshot_set_serving_when_it_starts(
     assert before is runtime and after is newer
     assert answer.prediction.member_probs.shape == (2, 3, CLASSES)
     assert_own_rows(newer, x, answer)
+
+
+def test_a_request_decoded_for_a_replaced_input_gets_409_and_its_batch_runs(
+    runtime: EnsembleRuntime,
+) -> None:
+    """A reload may swap in a set with another input shape while requests decoded for the
+    old one wait: those get a 409 naming both shapes, and the others in the batch their
+    answers (before, the whole batch failed inside onnxruntime, a 500)."""
+    metrics = Metrics()
+    good, stale = pixels(2), np.zeros((1, 3, 4, 4), np.float32)
+
+    async def scenario() -> list[Any]:
+        batcher = DynamicBatcher(NAME, lambda: runtime, 64, 0.05, metrics)
+        batcher.start()
+        answers = await asyncio.gather(
+            batcher.submit(good), batcher.submit(stale), return_exceptions=True
+        )
+        await batcher.close()
+        return answers
+
+    (answer, _), refused = run(scenario)
+    assert isinstance(refused, Conflict) and refused.status == 409
+    assert "now takes [N, 1, 8, 8], not [N, 3, 4, 4]" in refused.message
+    assert_own_rows(runtime, good, answer)
