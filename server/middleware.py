@@ -18,6 +18,11 @@ access = logging.getLogger("snapens.access")
 log = logging.getLogger("snapens.server")
 
 
+# What the logs and metrics record for a client that left before its answer (nginx's
+# code): no fault of the server, so not a 5xx that would set off its alerts.
+CLIENT_CLOSED_REQUEST = 499
+
+
 class BodyTooLarge(PayloadTooLarge):
     pass
 
@@ -47,18 +52,22 @@ class RequestContext:
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started_response
-            if message["type"] == "http.response.start":
-                status, started_response = message["status"], True
+            if message["type"] == "http.response.start":  # to a client gone: nobody gets it
+                status = CLIENT_CLOSED_REQUEST if disconnected else message["status"]
+                started_response = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
         received = 0
+        disconnected = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, disconnected
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            elif message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     raise BodyTooLarge(f"request body exceeds the limit of {self.limit} bytes")
@@ -76,11 +85,14 @@ class RequestContext:
             else:
                 await self.app(scope, limited_receive, send_with_id)
         except Exception:
-            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            if started_response:
-                raise
-            await error_response(500, "internal server error")(scope, receive, send_with_id)
+            if not (disconnected and not started_response):  # else: nobody left to answer
+                log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+                if started_response:
+                    raise
+                await error_response(500, "internal server error")(scope, receive, send_with_id)
         finally:
+            if disconnected and not started_response:
+                status = CLIENT_CLOSED_REQUEST
             elapsed = time.perf_counter() - started
             route = self._route(scope)
             method = scope["method"]
