@@ -8,7 +8,7 @@ server.decoding), ask the model, encode its answer."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.datastructures import UploadFile
 
 from server.errors import INPUT_ERRORS, LOOKUP_ERRORS, client_input
@@ -125,7 +125,11 @@ async def predict_images(
 
 
 # Registered after the `{name}:predict` routes: a path such as /v1/models/x:predict also
-# matches `{name}`, and a wrong method on it must be told `Allow: POST`, not `GET`.
+# matches `{name}`, and a wrong method on it must be told `Allow: POST`, not `GET`. For
+# GET the router takes this route's full match over the predict route's method mismatch,
+# so the route itself answers it.
 @router.get("/v1/models/{name}", response_model=ModelStatus, responses=LOOKUP_ERRORS)
 async def model_status(repository: Repository, name: str) -> ModelStatus:
+    if name.endswith(":predict") and name not in repository.models:
+        raise HTTPException(405, "Method Not Allowed", headers={"Allow": "POST"})
     return ModelStatus(name=name, ready=repository.get(name).ready)

@@ -276,6 +276,8 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         "request body exceeds the limit of 33554432 bytes",
     ),
     ("TRACE", "TRACE", INFER, {}, 405, "Method Not Allowed"),
+    ("GET on v1 predict", "GET", PREDICT, {}, 405, "Method Not Allowed"),
+    ("PUT on v1 predict", "PUT", PREDICT, {}, 405, "Method Not Allowed"),
     ("unknown model", "POST", "/v2/models/../../etc/infer", {"json": {}}, 404, "Not Found"),
 ]
 
