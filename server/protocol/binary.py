@@ -17,10 +17,9 @@ def split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """(JSON header, binary data) of a request body."""
     if header_length is None:
         return body, b""
-    try:
-        length = int(header_length)
-    except ValueError:
-        raise BadRequest(f"{HEADER_LENGTH} must be a byte count, got {header_length!r}") from None
+    if not (header_length.isascii() and header_length.isdigit()):  # int() takes "+1_5"
+        raise BadRequest(f"{HEADER_LENGTH} must be a byte count, got {header_length!r}")
+    length = int(header_length)
     if not 0 < length <= len(body):
         raise BadRequest(f"{HEADER_LENGTH} {length} does not fit a body of {len(body)} bytes")
     return body[:length], body[length:]

@@ -25,4 +25,8 @@ def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
         raise BadRequest(f"the body is not valid {name} data: {exc}") from None
     if len(data) > limit:
         raise PayloadTooLarge(f"the inflated body exceeds the limit of {limit} bytes")
+    if not inflater.eof:
+        raise BadRequest(f"the body is truncated {name} data: the stream does not end")
+    if inflater.unused_data:
+        raise BadRequest(f"the body has {len(inflater.unused_data)} bytes after its {name} stream")
     return data

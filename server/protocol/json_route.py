@@ -16,6 +16,7 @@ from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
 
 from server.errors import ServingError
+from server.protocol.compression import inflate
 from server.protocol.tensors import check_json_size
 
 
@@ -26,10 +27,15 @@ class OrjsonRequest(Request):
     their status and message reach the client."""
 
     async def body(self) -> bytes:
-        try:
-            return await super().body()
-        except ServingError as exc:
-            raise HTTPException(exc.status, exc.message) from None
+        """The body as the client meant it: gzip and deflate inflated, as in v2."""
+        if not hasattr(self, "_inflated"):
+            try:
+                raw = await super().body()
+                limit = self.app.state.settings.max_body_bytes
+                self._inflated = inflate(raw, self.headers.get("content-encoding"), limit)
+            except ServingError as exc:
+                raise HTTPException(exc.status, exc.message) from None
+        return self._inflated
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):

@@ -7,20 +7,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.protocol.json_types import Count
+
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # server.protocol.json_types
 
     instances: list[Any] = Field(
         min_length=1,
         description="images as nested lists shaped [C, H, W] (or [H, W] for one channel) of raw "
         'pixels in the model\'s pixel_range, or encoded images as {"b64": "<base64 PNG/JPEG>"}',
     )
-    m: int | None = Field(None, ge=1, description="use the last m loaded snapshots")
+    m: Count | None = Field(None, description="use the last m loaded snapshots")
     members: bool = Field(False, description="include each snapshot's label and probabilities")
-    top_k: int | None = Field(
-        None, ge=1, description="classes to list (default: the server's top_k)"
-    )
+    top_k: Count | None = Field(None, description="classes to list (default: the server's top_k)")
 
 
 class ClassScore(BaseModel):

@@ -22,6 +22,7 @@ import orjson
 from server.errors import BadRequest, MalformedJSON, PayloadTooLarge
 from server.model import Answer
 from server.protocol import binary
+from server.protocol.json_types import integral
 from server.protocol.tensors import DATATYPES, check_batch, check_json_size, expected_shape
 from server.protocol.v2_models import (
     InferenceRequest,
@@ -125,7 +126,7 @@ def decode_inputs(envelope: Envelope, spec: InputSpec, max_rows: int) -> ParsedR
     )
 
     parameters = req.parameters or {}
-    m = parameters.get("m")
+    m = integral(parameters.get("m"))
     if m is not None and (isinstance(m, bool) or not isinstance(m, int)):
         raise BadRequest(f"parameter 'm' must be a whole number, got {m!r}")
     for output in req.outputs or []:
@@ -139,7 +140,7 @@ def decode_inputs(envelope: Envelope, spec: InputSpec, max_rows: int) -> ParsedR
 def _values(tensor: RequestInput, blob: bytes, name: str) -> np.ndarray:
     """The tensor's values, flat: from the binary data or from `data`."""
     count = math.prod(tensor.shape)  # Python integers: no overflow
-    size = (tensor.parameters or {}).get("binary_data_size")
+    size = integral((tensor.parameters or {}).get("binary_data_size"))
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int):
             raise BadRequest(f"binary_data_size must be a whole number of bytes, got {size!r}")
@@ -152,6 +153,8 @@ def _values(tensor: RequestInput, blob: bytes, name: str) -> np.ndarray:
                 f"input {name!r} of shape {tensor.shape} needs {count * 4} bytes of FP32, "
                 f"got {size}"
             )
+        if tensor.data is not None:
+            raise BadRequest(f"input {name!r} has both data and binary_data_size; send one")
         return np.frombuffer(blob, dtype=DATATYPES["FP32"].newbyteorder("<"))
     if blob:
         raise BadRequest("binary data follows the header but no input declares binary_data_size")
@@ -183,16 +186,26 @@ def _outputs(req: InferenceRequest, members: bool, all_binary: bool) -> tuple[Ou
         names = OUTPUTS if members else DEFAULT_OUTPUTS
         return tuple(OutputRequest(name, all_binary) for name in names)
     wanted = []
+    asked = [output.name for output in req.outputs]
+    if len(set(asked)) < len(asked):
+        twice = sorted({n for n in asked if asked.count(n) > 1})
+        raise BadRequest(f"outputs requested more than once: {', '.join(twice)}")
     for output in req.outputs:
         params = output.parameters or {}
-        k = params.get("classification")
+        k = integral(params.get("classification"))
         if k is not None and (
             output.name != "probabilities" or isinstance(k, bool) or not isinstance(k, int) or k < 1
         ):
             raise BadRequest(
                 "classification takes a whole number k >= 1, on output 'probabilities'"
             )
-        wanted.append(OutputRequest(output.name, bool(params.get("binary_data", all_binary)), k))
+        binary_data = params.get("binary_data", all_binary)
+        if not isinstance(binary_data, bool):
+            raise BadRequest(
+                f"output {output.name!r}: parameter 'binary_data' must be true or false, "
+                f"got {binary_data!r}"
+            )
+        wanted.append(OutputRequest(output.name, binary_data, k))
     return tuple(wanted)
 
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from server.protocol.json_types import STRICT, Dimension
 
 # The Open Inference Protocol's tensor datatypes.
 Datatype = Literal[
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
     "FP16", "FP32", "FP64", "BYTES",
 ]  # fmt: skip
-Dimension = Annotated[int, Field(ge=0)]
 
 
 class RequestInput(BaseModel):
+    model_config = STRICT
+
     name: str
     shape: list[Dimension] = Field(min_length=1)
     datatype: Datatype
@@ -31,6 +34,8 @@ class RequestInput(BaseModel):
 
 
 class RequestOutput(BaseModel):
+    model_config = STRICT
+
     name: str
     parameters: dict[str, Any] | None = Field(
         None,
@@ -44,6 +49,8 @@ class RequestOutput(BaseModel):
 
 
 class InferenceRequest(BaseModel):
+    model_config = STRICT
+
     id: str | None = None
     parameters: dict[str, Any] | None = Field(
         None,

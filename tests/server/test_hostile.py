@@ -37,7 +37,7 @@ def _png(width: int, height: int, mode: str = "L") -> bytes:
 GIANT_PNG = _png(12000, 12000)  # 144 megapixels in about 140 KB
 
 
-def _tensor_json(shape: list[int], data: str | None = None, **fields: Any) -> bytes:
+def _tensor_json(shape: list[Any], data: str | None = None, **fields: Any) -> bytes:
     """A v2 request whose `data` is the raw JSON text `data` (what json.dumps cannot make)."""
     tensor = {"name": "input", "shape": shape, "datatype": "FP32", "data": "@", **fields}
     return json.dumps({"inputs": [tensor]}).replace('"@"', data or "null").encode()
@@ -70,6 +70,11 @@ ARRAY_BOMB = gzip.compress(
 )
 BINARY_OVERFLOW, BINARY_OVERFLOW_HEADERS = _binary([4294967296, 4294967296, 1, 1], 0, b"")
 BINARY_STRING_SIZE, BINARY_STRING_SIZE_HEADERS = _binary([1, 1, 8, 8], "256", b"\0" * 256)
+BINARY_OK, _headers = _binary([1, 1, 8, 8], 256, b"\0" * 256)
+BINARY_OK_LENGTH = _headers["Inference-Header-Content-Length"]
+BOTH_HEADER = _tensor_json([1, 1, 8, 8], json.dumps([0] * 64), parameters={"binary_data_size": 256})
+BOTH = BOTH_HEADER + b"\0" * 256
+BOTH_HEADERS = {"Inference-Header-Content-Length": str(len(BOTH_HEADER))}
 
 # (case, method, path, request keyword arguments, expected status, part of the message)
 CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
@@ -274,6 +279,114 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         {"content": [b" " * 1024 * 1024] * 40, "headers": JSON},  # a list: sent chunked
         413,
         "request body exceeds the limit of 33554432 bytes",
+    ),
+    (
+        "binary_data as the string 'false'",
+        "POST",
+        INFER,
+        {
+            "content": _tensor_json([1, 1, 8, 8], json.dumps([0] * 64)).replace(
+                b'"inputs"',
+                b'"outputs": [{"name": "label", "parameters": {"binary_data": "false"}}], "inputs"',
+            ),
+            "headers": JSON,
+        },
+        400,
+        "parameter 'binary_data' must be true or false, got 'false'",
+    ),
+    (
+        "a shape of strings",
+        "POST",
+        INFER,
+        {"content": _tensor_json(["1", 1, 8, 8], json.dumps([0] * 64)), "headers": JSON},
+        400,
+        "shape",
+    ),
+    (
+        "a shape with a fraction (2.0 is the whole number 2 in JSON, 1.5 is not)",
+        "POST",
+        INFER,
+        {"content": _tensor_json([1.5, 1, 8, 8], json.dumps([0] * 64)), "headers": JSON},
+        400,
+        "shape",
+    ),
+    (
+        "both data and binary_data_size",
+        "POST",
+        INFER,
+        {"content": BOTH, "headers": BOTH_HEADERS},
+        400,
+        "has both data and binary_data_size; send one",
+    ),
+    (
+        "an output asked for twice",
+        "POST",
+        INFER,
+        {
+            "content": _tensor_json([1, 1, 8, 8], json.dumps([0] * 64)).replace(
+                b'"inputs"', b'"outputs": [{"name": "label"}, {"name": "label"}], "inputs"'
+            ),
+            "headers": JSON,
+        },
+        400,
+        "outputs requested more than once: label",
+    ),
+    (
+        "header length with a sign",
+        "POST",
+        INFER,
+        {
+            "content": BINARY_OK,
+            "headers": {"Inference-Header-Content-Length": "+" + BINARY_OK_LENGTH},
+        },
+        400,
+        "Inference-Header-Content-Length must be a byte count, got '+",
+    ),
+    (
+        "bytes after the gzip stream",
+        "POST",
+        INFER,
+        {
+            "content": gzip.compress(_tensor_json([1, 1, 8, 8], json.dumps([0] * 64))) + b"junk",
+            "headers": {**JSON, "Content-Encoding": "gzip"},
+        },
+        400,
+        "the body has 4 bytes after its gzip stream",
+    ),
+    (
+        "truncated gzip stream",
+        "POST",
+        INFER,
+        {
+            "content": gzip.compress(_tensor_json([1, 1, 8, 8], json.dumps([0] * 64)))[:-12],
+            "headers": {**JSON, "Content-Encoding": "gzip"},
+        },
+        400,
+        "the body is truncated gzip data",
+    ),
+    (
+        "m as true (v1)",
+        "POST",
+        PREDICT,
+        {"json": {"instances": [[[0] * 8] * 8], "m": True}},
+        422,
+        "m",
+    ),
+    (
+        "m as a string (v1)",
+        "POST",
+        PREDICT,
+        {"json": {"instances": [[[0] * 8] * 8], "m": "2"}},
+        422,
+        "m",
+    ),
+    (
+        "members as a string (v1)",
+        "POST",
+        PREDICT,
+        {"json": {"instances": [[[0] * 8] * 8], "members": "yes"}},
+        422,
+        "members",
     ),
     ("TRACE", "TRACE", INFER, {}, 405, "Method Not Allowed"),
     ("GET on v1 predict", "GET", PREDICT, {}, 405, "Method Not Allowed"),

@@ -4,7 +4,9 @@ images, the ensemble's answer with its disagreement, and one clear error for bad
 from __future__ import annotations
 
 import base64
+import gzip
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ import pytest
 
 from tests.server.conftest import FIGURES, LiveServer, png
 from tests.server.test_runtime import own_outputs
+
+JSON = {"Content-Type": "application/json"}
 
 
 def test_v1_predict_returns_the_ensemble_answer_and_disagreement(
@@ -40,6 +44,30 @@ def test_v1_predict_returns_the_ensemble_answer_and_disagreement(
         np.testing.assert_allclose(
             prediction["members"][0]["probabilities"], members[0, n], atol=1e-6
         )
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_v1_takes_a_compressed_body_as_v2_does(
+    server: LiveServer, digit_images: tuple[np.ndarray, np.ndarray], encoding: str
+) -> None:
+    body = json.dumps({"instances": digit_images[0][:3].tolist(), "m": 2}).encode()
+    packed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    with server.client() as http:
+        plain = http.post("/v1/models/digits:predict", content=body, headers=JSON)
+        inflated = http.post(
+            "/v1/models/digits:predict",
+            content=packed,
+            headers={**JSON, "Content-Encoding": encoding},
+        )
+        refused = http.post(
+            "/v1/models/digits:predict",
+            content=packed,
+            headers={**JSON, "Content-Encoding": "br"},
+        )
+    assert inflated.status_code == 200 and inflated.json() == plain.json()
+    assert (
+        refused.status_code == 415 and "expected gzip, deflate or none" in refused.json()["error"]
+    )
 
 
 def test_v1_accepts_base64_images_and_two_dimensional_grey_instances(

@@ -304,3 +304,18 @@ def test_a_body_that_does_not_inflate_is_a_client_error(
     with pytest.raises(ServingError) as raised:
         inflate(body, encoding, 4096)
     assert raised.value.status == status and message in raised.value.message
+
+
+def test_whole_numbers_may_be_written_as_floats_but_not_as_strings_or_booleans() -> None:
+    """JSON has one number type (JSON Schema's "integer" includes 2.0); anything else where a
+    number belongs is refused, not coerced."""
+    parsed = decode(request(pixels(2).tolist(), shape=[2.0, 1, 8, 8], parameters={"m": 2.0}))
+    assert parsed.x.shape == (2, 1, 8, 8) and parsed.m == 2 and isinstance(parsed.m, int)
+    for shape, parameters in (
+        ([True, 1, 8, 8], {}),
+        (["2", 1, 8, 8], {}),
+        ([2, 1, 8, 8], {"m": "2"}),
+    ):
+        with pytest.raises(ServingError) as refused:
+            decode(request(pixels(2).tolist(), shape=shape, parameters=parameters))
+        assert refused.value.status == 400
