@@ -46,7 +46,7 @@ class ImageDecoder:
                 raise PayloadTooLarge(f"{label}: {exc}") from None
             except ImageDecodeError as exc:
                 error = UnsupportedMediaType if not_image_status == 415 else BadRequest
-                raise error(f"{label} is not a readable PNG/JPEG image: {exc}") from None
+                raise error(f"{label} is not a readable image: {exc}") from None
         return np.stack(rows)
 
     def close(self) -> None:

@@ -18,6 +18,10 @@ from PIL import Image, UnidentifiedImageError
 from snapens.manifest import InputSpec
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# The formats of those suffixes, the only ones decoded: Pillow's other plugins (ICO, PCX,
+# ...) are code a client's bytes never need to reach.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+FORMAT_NAMES = "PNG, JPEG, BMP, GIF, WebP or TIFF"
 GREY_MODES = frozenset({"L", "1", "I", "I;16", "LA"})
 # 25 megapixels: a 48 MP phone photo is refused, a 5000×5000 scan is not.
 DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
@@ -54,10 +58,10 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
 def probe(data: bytes) -> tuple[str, tuple[int, int]]:
     """(color mode "L" or "RGB", (width, height)) of an encoded image."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
             return ("L" if img.mode in GREY_MODES else "RGB"), img.size
     except UnidentifiedImageError:
-        raise ImageDecodeError("not an image format Pillow can read") from None
+        raise ImageDecodeError(f"not a {FORMAT_NAMES} image") from None
     except (OSError, ValueError) as exc:
         raise ImageDecodeError(str(exc)) from None
 
@@ -71,7 +75,7 @@ def decode_image(
     """HWC uint8 pixels in `color_mode`, resized bilinearly to `size` (width, height) if
     given; ImageTooLarge, before decoding, if the header declares over `max_pixels`."""
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as opened:
             _check_pixels(opened.size, max_pixels)
             if size is not None:
                 opened.draft(color_mode, size)  # JPEG only: decode at a reduced scale
@@ -80,9 +84,12 @@ def decode_image(
                 img = img.resize(size, Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
     except UnidentifiedImageError:
-        raise ImageDecodeError("not an image format Pillow can read") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(str(exc)) from None
+        raise ImageDecodeError(f"not a {FORMAT_NAMES} image") from None
+    except Image.DecompressionBombError:  # Pillow's own guard, far above any limit here
+        raise ImageTooLarge(
+            f"the header declares more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels; "
+            f"the limit is {max_pixels} pixels"
+        ) from None
     except ImageDecodeError:
         raise
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow's plugins raise all three

@@ -1,6 +1,6 @@
 """A friendly JSON API in the KServe v1 style: `{"instances": [...]}` in,
 `{"predictions": [...]}` out, each prediction with the ensemble's answer and how much
-its snapshots disagree; plus image upload (PNG/JPEG).
+its snapshots disagree; plus image upload (PNG, JPEG, BMP, GIF, WebP or TIFF).
 
 Each route is thin: look the model up, decode what was sent (server.protocol.v1_codec,
 inside `client_input`, so any failure is a 4xx; images decoded off the event loop by

@@ -16,7 +16,7 @@ class PredictRequest(BaseModel):
     instances: list[Any] = Field(
         min_length=1,
         description="images as nested lists shaped [C, H, W] (or [H, W] for one channel) of raw "
-        'pixels in the model\'s pixel_range, or encoded images as {"b64": "<base64 PNG/JPEG>"}',
+        'pixels in the model\'s pixel_range, or encoded images as {"b64": "<base64 PNG, JPEG...>"}',
     )
     m: Count | None = Field(None, description="use the last m loaded snapshots")
     members: bool = Field(False, description="include each snapshot's label and probabilities")

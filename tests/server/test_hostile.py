@@ -10,6 +10,8 @@ import io
 import json
 import logging
 import socket
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,20 @@ def _png(width: int, height: int, mode: str = "L") -> bytes:
 
 
 GIANT_PNG = _png(12000, 12000)  # 144 megapixels in about 140 KB
+
+
+def _forged_png(width: int, height: int) -> bytes:
+    """A small real PNG whose header chunk is rewritten to declare width × height."""
+    data = bytearray(_png(8, 8))
+    data[16:24] = struct.pack(">II", width, height)  # IHDR's fields, after length and type
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def _ico() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16)).save(buffer, "ICO")
+    return buffer.getvalue()
 
 
 def _tensor_json(shape: list[Any], data: str | None = None, **fields: Any) -> bytes:
@@ -198,7 +214,23 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         UPLOAD,
         _multipart(("notes.txt", b"hello", "text/plain")),
         415,
-        "is not a readable PNG/JPEG image",
+        "is not a readable image: not a PNG, JPEG, BMP, GIF, WebP or TIFF image",
+    ),
+    (
+        "an ICO file (a format no image here is in)",
+        "POST",
+        UPLOAD,
+        _multipart(("icon.png", _ico(), "image/png")),
+        415,
+        "not a PNG, JPEG, BMP, GIF, WebP or TIFF image",
+    ),
+    (
+        "a PNG header declaring 100000 × 100000 pixels (Pillow's own guard)",
+        "POST",
+        UPLOAD,
+        _multipart(("forged.png", _forged_png(100_000, 100_000), "image/png")),
+        413,
+        "the limit is 25000000 pixels",
     ),
     (
         "empty multipart body",

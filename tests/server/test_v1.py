@@ -94,7 +94,7 @@ def test_v1_accepts_base64_images_and_two_dimensional_grey_instances(
         (
             {"json": {"instances": [{"b64": base64.b64encode(b"nope").decode()}]}},
             400,
-            "not a readable PNG/JPEG",
+            "not a readable image",
         ),
         ({"json": {"instances": [[["x"] * 8] * 8]}}, 400, "expected numbers"),
         # The client writes NaN, which is not JSON: the parser refuses it, as in v2.
