@@ -63,4 +63,11 @@ def check_batch(x: np.ndarray, spec: InputSpec, max_rows: int, what: str) -> Flo
         batch = np.ascontiguousarray(x, dtype=np.float32)
     if not np.isfinite(batch).all():
         raise BadRequest(f"{what} contains NaN or infinity; expected finite pixel values")
+    lo, hi = spec.pixel_range
+    low, high = float(batch.min()), float(batch.max())
+    if low < lo or high > hi:  # e.g. 0..255 sent to a model of 0..16: answers would be noise
+        raise BadRequest(
+            f"{what} has pixel values from {low:g} to {high:g}; the model takes raw pixels "
+            f"in its pixel_range [{lo:g}, {hi:g}]"
+        )
     return batch
