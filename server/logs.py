@@ -40,14 +40,26 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(entry, default=str)
 
 
+# Control characters as escapes (a newline as \x0a), tab kept.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127] if c != ord("\t")}
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record, whatever a client put in a path or a header: the line's control
+    characters are escaped, so a request for `/x%0a... ERROR ...` cannot forge a line of
+    its own. A traceback still follows on lines of its own."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return super().formatMessage(record).translate(_CONTROL)
+
+
 def configure(level: LogLevel, fmt: LogFormat) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(
-        JsonFormatter()
-        if fmt == LogFormat.JSON
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if fmt == LogFormat.JSON else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

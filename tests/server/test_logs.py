@@ -13,17 +13,26 @@ from server.logs import configure, request_id
 from server.settings import LogFormat, LogLevel
 
 
-@pytest.fixture
-def json_lines() -> Iterator[io.StringIO]:
+def _lines(fmt: LogFormat) -> Iterator[io.StringIO]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    configure(LogLevel.INFO, LogFormat.JSON)
+    configure(LogLevel.INFO, fmt)
     handler = root.handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     stream = io.StringIO()
     handler.setStream(stream)
     yield stream
     root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
+    yield from _lines(LogFormat.JSON)
+
+
+@pytest.fixture
+def text_lines() -> Iterator[io.StringIO]:
+    yield from _lines(LogFormat.TEXT)
 
 
 def test_each_record_is_one_json_line_with_its_request_id_and_fields(
@@ -44,3 +53,28 @@ def test_each_record_is_one_json_line_with_its_request_id_and_fields(
     assert first["logger"] == "snapens.access" and first["ts"].endswith("+00:00")
     assert second["n"] == 2**70 and second["path"].startswith("<object object")
     assert third["request_id"] == "-" and third["level"] == "error"
+
+
+def test_a_text_log_line_cannot_be_forged_from_a_path_or_a_request_id(
+    text_lines: io.StringIO,
+) -> None:
+    """A path decoded from `/x%0a2026-12-02 ... ERROR ...` (and a request id, from a
+    header) stays on its line; a traceback still follows on lines of its own."""
+    log = logging.getLogger("snapens.access")
+    forged = "/v2/models/x\n2026-12-02 09:00:00,000 ERROR snapens.server [-] forged\r"
+    token = request_id.set("id\nERROR")
+    try:
+        log.info("%s %s %d", "GET", forged, 404)
+    finally:
+        request_id.reset(token)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("failed\tonce")
+    lines = text_lines.getvalue().splitlines()
+    assert lines[0].endswith(
+        "[id\\x0aERROR] GET /v2/models/x\\x0a2026-12-02 09:00:00,000 "
+        "ERROR snapens.server [-] forged\\x0d 404"
+    )
+    assert lines[1].endswith("ERROR snapens.access [-] failed\tonce")
+    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "RuntimeError: boom"
