@@ -83,7 +83,10 @@ def _b64_image(instance: dict[str, Any], what: str) -> bytes:
 
 def _pixel_row(instance: Any, what: str, spec: InputSpec) -> npt.NDArray[np.float64]:
     want = f"numbers in a nested list shaped {spec.shape[1:]}"
-    row = np.asarray(instance)  # ragged or too-deep lists raise: the caller makes that a 400
+    try:
+        row = np.asarray(instance)
+    except ValueError:  # ragged lists
+        raise BadRequest(f"{what}: expected {want}; its lists differ in length") from None
     if row.dtype.kind not in "iuf":  # booleans, strings, objects (an int too large for int64)
         raise BadRequest(f"{what}: expected {want}")
     if row.ndim == 2 and spec.channels == 1:

@@ -93,7 +93,12 @@ def read_envelope(
     try:  # orjson: ~13x json.loads on a request of 3072 floats; also refuses depth > 1024
         raw = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(exc) from None
+        hint = ""
+        if header_length is None and "UTF-8" in str(exc):
+            hint = f" (binary tensor data after the JSON? send the {binary.HEADER_LENGTH} header)"
+        elif b"NaN" in header or b"Infinity" in header:
+            hint = " (NaN and Infinity are not JSON; expected finite pixel values)"
+        raise MalformedJSON(f"{exc}{hint}") from None
     return Envelope(InferenceRequest.model_validate(raw), blob)
 
 

@@ -97,7 +97,7 @@ ERRORS: list[tuple[str, list[Any], int, str]] = [
     ("booleans", [[[True] * 8] * 8], 400, "instance 0: expected numbers"),
     ("int beyond int64", [[[10**400] * 8] * 8], 400, "instance 0: expected numbers"),
     ("shape", [GOOD, [[0] * 8] * 7], 400, "instance 1 has shape [1, 7, 8]; expected [1, 8, 8]"),
-    ("ragged", [[[0] * 8, [0] * 7]], 400, "instances: "),
+    ("ragged", [[[0] * 8, [0] * 7]], 400, "instance 0: expected numbers in a nested list shaped"),
     ("NaN", [[[float("nan")] * 8] * 8], 400, "instances contains NaN or infinity"),
     ("infinity", [[[float("inf")] * 8] * 8], 400, "NaN or infinity"),
 ]

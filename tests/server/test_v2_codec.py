@@ -218,7 +218,14 @@ ERRORS: list[tuple[str, bytes, str | None, int, str]] = [
         request(None, [1, 1, 8, 8]).replace(b"null", b"[NaN" + b", 0" * 63 + b"]"),
         None,
         400,
-        "malformed JSON",
+        "(NaN and Infinity are not JSON; expected finite pixel values)",
+    ),
+    (
+        "binary data without its header length",
+        binary_body([1, 1, 8, 8], 256, np.full(64, 1e-38, dtype="<f4").tobytes())[0],
+        None,
+        400,
+        "(binary tensor data after the JSON? send the Inference-Header-Content-Length header)",
     ),
     (
         "infinity in binary data",
