@@ -64,11 +64,20 @@ class BestSingle(_Figures):
     error: float
 
 
+class SwaFigures(_Figures):
+    model: str
+    members_averaged: int
+    error: float
+    nll: float
+
+
 class Headline(_Figures):
-    """What a summary says of a report: the served ensemble against its best member."""
+    """What a summary says of a report: the served ensemble against its best member, and
+    the SWA model written beside it, if any."""
 
     ensemble: EnsembleFigures
     best_single: BestSingle
+    swa: SwaFigures | None = None
 
 
 def read_headline(model_dir: Path) -> Headline | None:

@@ -55,6 +55,26 @@ def summarize(model_dir: Path, manifest: Manifest) -> RenderableType:
                 f"best single snapshot (cycle {best.cycle}): val error {best.error:.4f}"
             )
         )
+        if headline.swa is not None:
+            swa = headline.swa
+            parts.append(
+                Text(
+                    f"SWA model {swa.model} (one member, the average of {swa.members_averaged} "
+                    f"snapshots' weights): val error {swa.error:.4f}, NLL {swa.nll:.4f}"
+                )
+            )
+    chance = 1 - 1 / len(manifest.classes)
+    if manifest.snapshots and 1 - manifest.snapshots[-1].val_accuracy >= chance - 0.5 / len(
+        manifest.classes
+    ):
+        parts.append(
+            Text(
+                f"the last snapshot errs on {1 - manifest.snapshots[-1].val_accuracy:.1%} of "
+                f"the validation images, about chance ({chance:.1%}): the run did not learn "
+                "(a lower --lr or another schedule)",
+                style="bold red",
+            )
+        )
     calibration = manifest.training.get("calibration")
     if calibration:
         before, after = calibration["before"], calibration["after"]
