@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import NotFound, ServingError, client_input, error_response
+from server.errors import BadRequest, NotFound, ServingError, client_input, error_response
 from server.model import ServedModel
 from server.model_repository import ModelRepository
 from server.protocol import binary, v2_codec
@@ -94,6 +94,9 @@ class V2InferFastPath:
                     break
             headers = dict(scope["headers"])
             length = headers.get(HEADER_LENGTH)
+            if length is not None and [k for k, _ in scope["headers"]].count(HEADER_LENGTH) > 1:
+                # A proxy may read the first, the dict keeps the last: refuse, never guess.
+                raise BadRequest(f"{binary.HEADER_LENGTH} is given more than once; send it once")
             encoding = headers.get(b"content-encoding")
             encoded = await infer(
                 self.repository,

@@ -364,6 +364,20 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         "outputs requested more than once: label",
     ),
     (
+        "the header length given twice",
+        "POST",
+        INFER,
+        {
+            "content": BINARY_OK,
+            "headers": [
+                ("Inference-Header-Content-Length", BINARY_OK_LENGTH),
+                ("Inference-Header-Content-Length", "1"),
+            ],
+        },
+        400,
+        "Inference-Header-Content-Length is given more than once; send it once",
+    ),
+    (
         "header length with a sign",
         "POST",
         INFER,
