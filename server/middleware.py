@@ -4,13 +4,14 @@ one place an unexpected exception is logged (once, with the request id) and answ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import PayloadTooLarge, error_response
+from server.errors import PayloadTooLarge, ServingError, error_response
 from server.logs import request_id
 from server.metrics import Metrics
 
@@ -27,11 +28,18 @@ class BodyTooLarge(PayloadTooLarge):
     pass
 
 
+class BodyTimeout(ServingError):
+    status = 408
+
+
 class RequestContext:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, body_timeout_s: float
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.limit = max_body_bytes
+        self.body_timeout = body_timeout_s
 
     @staticmethod
     def _route(scope: Scope) -> str:
@@ -61,10 +69,21 @@ class RequestContext:
 
         received = 0
         disconnected = False
+        body_done = scope["method"] in ("GET", "HEAD")
 
         async def limited_receive() -> Message:
-            nonlocal received, disconnected
-            message = await receive()
+            nonlocal received, disconnected, body_done
+            if body_done:  # afterwards the app only listens for a disconnect: no timeout
+                message = await receive()
+            else:
+                try:  # a timer on this task, not wait_for's extra task per request
+                    async with asyncio.timeout(self.body_timeout):
+                        message = await receive()
+                except TimeoutError:
+                    raise BodyTimeout(
+                        f"no part of the request body arrived for {self.body_timeout:g} s"
+                    ) from None
+                body_done = not message.get("more_body", False)
             if message["type"] == "http.disconnect":
                 disconnected = True
             elif message["type"] == "http.request":

@@ -133,6 +133,12 @@ class ServerSettings(RuntimeSettings):
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="request body limit in bytes, 413 beyond"
     )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a client that sends no part of its request body for this long gets 408 "
+        "(a stalled upload would otherwise hold its connection open)",
+    )
     poll_interval_s: float = Field(
         2.0, ge=0, description="seconds between manifest polls for hot reload; 0: off"
     )

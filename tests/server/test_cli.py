@@ -30,6 +30,7 @@ DEFAULTS = {
     "--batch-workers": "1",
     "--max-request-batch": "256",
     "--max-body-bytes": "33554432",
+    "--body-timeout-s": "30",
     "--poll-interval-s": "2",
     "--log-level": "info",
     "--log-format": "json",

@@ -553,6 +553,18 @@ def test_the_pixel_limit_is_a_setting(serve: Any) -> None:
     )
 
 
+def _partial_request(path: str, host: str) -> bytes:
+    """Headers promising a 1000-byte body, and its valid first few bytes."""
+    kind, start = "application/json", '{"inputs"'
+    if path == UPLOAD:
+        kind = "multipart/form-data; boundary=x"
+        start = '--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {kind}\r\n"
+        f"Content-Length: 1000\r\n\r\n{start}"
+    ).encode()
+
+
 @pytest.mark.parametrize("path", [INFER, PREDICT, UPLOAD])
 def test_a_client_that_leaves_mid_body_is_a_499_not_a_server_error(
     hostile_server: LiveServer, caplog: pytest.LogCaptureFixture, path: str
@@ -560,17 +572,10 @@ def test_a_client_that_leaves_mid_body_is_a_499_not_a_server_error(
     """Headers promising 1000 bytes, a few sent, the connection closed: nobody is left to
     answer, so the access log and the metrics record 499 (nginx's "client closed
     request"), and no error is logged: a 500 there set off alerts for a client's doing."""
-    host, port = hostile_server.url.removeprefix("http://").split(":")
-    kind, start = ("application/json", '{"inputs"')
-    if path == UPLOAD:
-        kind = "multipart/form-data; boundary=x"
-        start = '--x\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+    host, port = hostile_server.address.split(":")
     with caplog.at_level(logging.INFO):
         with socket.create_connection((host, int(port))) as conn:
-            conn.sendall(
-                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {kind}\r\n"
-                f"Content-Length: 1000\r\n\r\n{start}".encode()
-            )
+            conn.sendall(_partial_request(path, host))
         wait_until(lambda: any(r.name == "snapens.access" for r in caplog.records))
     (line,) = [r for r in caplog.records if r.name == "snapens.access"]
     assert line.getMessage() == f"POST {path} 499"
@@ -581,3 +586,24 @@ def test_a_client_that_leaves_mid_body_is_a_499_not_a_server_error(
     assert 'status="499"' in metrics
     five_hundreds = [m for m in metrics.splitlines() if 'status="5' in m and "/test-only/" not in m]
     assert not five_hundreds  # the one other test here that makes a 500 does it on purpose
+
+
+@pytest.mark.parametrize("path", [INFER, PREDICT, UPLOAD])
+def test_a_client_that_stalls_mid_body_gets_408_and_the_server_keeps_serving(
+    serve: Any, path: str
+) -> None:
+    """Headers promising 1000 bytes, a few sent, then nothing: after --body-timeout-s the
+    server answers 408 instead of holding the connection open for as long as the client
+    likes; requests that send their bodies are not affected."""
+    server = serve(body_timeout_s=0.5)
+    host, port = server.address.split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(_partial_request(path, host))
+        answer = conn.recv(65536).decode("latin-1")
+    status_line, _, rest = answer.partition("\r\n")
+    assert status_line == "HTTP/1.1 408 Request Timeout", answer[:300]
+    assert '{"error":"no part of the request body arrived for 0.5 s"}' in rest
+    with server.client() as http:
+        assert http.get("/v2/health/live").status_code == 200
+        body = {"instances": [[[0] * 8] * 8]}
+        assert http.post("/v1/models/digits:predict", json=body).status_code == 200
