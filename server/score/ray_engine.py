@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from server.runtime import EnsembleRuntime
 from server.score.records import answer_table
-from server.score.sources import ArraySource, Chunk, ImageSource, finite_rows, open_source
+from server.score.sources import ArraySource, Chunk, ImageSource, open_source, valid_rows
 from server.settings import RuntimeSettings
 
 
@@ -57,7 +57,7 @@ class Scorer:
             rows = np.asarray(self.array[keys]).reshape(
                 len(keys), *self.runtime.manifest.input.shape[1:]
             )
-            decoded = finite_rows(rows)
+            decoded = valid_rows(rows, self.runtime.manifest.input)
         else:
             decoded = self.source.decode(Chunk(0, keys, keys), self.pool)
         answer = self.runtime.answer(decoded.x, self.batch_size) if len(decoded.x) else None

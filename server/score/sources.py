@@ -54,12 +54,27 @@ class Decoded:
     errors: list[str | None]
 
 
-def finite_rows(x: np.ndarray) -> Decoded:
-    """Rows of an array as float32; a row holding NaN or infinity fails with an error."""
-    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
-    errors = [None if good else "row contains NaN or infinity" for good in finite]
-    rows = x if finite.all() else x[finite]  # no copy in the common case
-    return Decoded(np.ascontiguousarray(rows, dtype=np.float32), finite, errors)
+def valid_rows(x: np.ndarray, spec: InputSpec) -> Decoded:
+    """Rows of an array as float32; a row holding NaN or infinity, or pixels outside the
+    model's pixel_range (as the server refuses them), fails with an error."""
+    flat = x.reshape(len(x), -1)
+    finite = np.isfinite(flat).all(axis=1)
+    lo, hi = spec.pixel_range
+    with np.errstate(invalid="ignore"):  # NaN rows are failed above
+        low, high = flat.min(axis=1), flat.max(axis=1)
+    in_range = (low >= lo) & (high <= hi)
+    ok = finite & in_range
+    errors = [
+        None
+        if good
+        else "row contains NaN or infinity"
+        if not fin
+        else f"row has pixel values from {a:g} to {b:g}; the model takes raw pixels in its "
+        f"pixel_range [{lo:g}, {hi:g}]"
+        for good, fin, a, b in zip(ok, finite, low.tolist(), high.tolist(), strict=True)
+    ]
+    rows = x if ok.all() else x[ok]  # no copy in the common case
+    return Decoded(np.ascontiguousarray(rows, dtype=np.float32), ok, errors)
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
@@ -72,6 +87,7 @@ class ArraySource:
 
     def __init__(self, path: Path, spec: InputSpec) -> None:
         self.path = path
+        self.spec = spec
         self._stack = _open_array(path)
         handle = self._stack[-1]
         version = np.lib.format.read_magic(handle)
@@ -114,7 +130,7 @@ class ArraySource:
             yield Chunk(index, list(range(start, start + n)), raw)
 
     def decode(self, chunk: Chunk, pool: Executor) -> Decoded:
-        return finite_rows(chunk.raw)
+        return valid_rows(chunk.raw, self.spec)
 
     def close(self) -> None:
         for handle in reversed(self._stack):

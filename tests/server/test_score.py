@@ -235,6 +235,15 @@ def test_failed_rows_are_written_with_an_error_and_counted(
     table = pq.read_table(out)
     assert table.column("error").to_pylist()[3] == "row contains NaN or infinity"
     assert table.column("label").null_count == 1
+    x[3, 0, 0, 0], x[5, 0, 1, 2] = 0, 255  # 0..255 in a model of 0..16: as the server says
+    np.save(nan, x)
+    out.unlink()
+    assert score(["--repository", str(digits_repo), "--input", str(nan), "--output", str(out)]) == 0
+    errors = pq.read_table(out).column("error").to_pylist()
+    assert errors[5] == (
+        "row has pixel values from 0 to 255; the model takes raw pixels in its pixel_range [0, 16]"
+    )
+    assert [i for i, e in enumerate(errors) if e] == [5]
 
 
 def test_resume_after_a_kill_scores_every_row_exactly_once(
