@@ -75,6 +75,18 @@ class InputSpec(_Strict):
     def width(self) -> int:
         return self.shape[3]
 
+    def pixels_outside(self, low: float, high: float) -> str | None:
+        """Why pixels from `low` to `high` cannot be this input's (None where they can):
+        the server refuses such a request and the scorer such a row, as the answers would
+        be noise (0..255 sent to a model of 0..16, say)."""
+        lo, hi = self.pixel_range
+        if lo <= low and high <= hi:
+            return None
+        return (
+            f"pixel values from {low:g} to {high:g}; the model takes raw pixels in its "
+            f"pixel_range [{lo:g}, {hi:g}]"
+        )
+
 
 class OutputSpec(_Strict):
     name: str

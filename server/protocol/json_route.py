@@ -8,7 +8,8 @@ numbers beyond a double, as a JSONDecodeError that server.errors answers with a 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import contextlib
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import orjson
@@ -20,6 +21,14 @@ from server.protocol.compression import inflate
 from server.protocol.tensors import check_json_size
 
 
+@contextlib.contextmanager
+def _as_http_exception() -> Iterator[None]:
+    try:
+        yield
+    except ServingError as exc:
+        raise HTTPException(exc.status, exc.message) from None
+
+
 class OrjsonRequest(Request):
     """FastAPI answers any error raised while it reads a body, other than its own
     HTTPException, with a bare 400 "There was an error parsing the body": this server's
@@ -29,21 +38,17 @@ class OrjsonRequest(Request):
     async def body(self) -> bytes:
         """The body as the client meant it: gzip and deflate inflated, as in v2."""
         if not hasattr(self, "_inflated"):
-            try:
+            with _as_http_exception():
                 raw = await super().body()
                 limit = self.app.state.settings.max_body_bytes
                 self._inflated = inflate(raw, self.headers.get("content-encoding"), limit)
-            except ServingError as exc:
-                raise HTTPException(exc.status, exc.message) from None
         return self._inflated
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            try:
+            with _as_http_exception():
                 self._check_size(body)
-            except ServingError as exc:
-                raise HTTPException(exc.status, exc.message) from None
             self._json = orjson.loads(body)
         return self._json
 

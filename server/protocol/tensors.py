@@ -63,13 +63,10 @@ def check_batch(x: np.ndarray, spec: InputSpec, max_rows: int, what: str) -> Flo
         raise PayloadTooLarge(f"{what} has {len(x)} rows; at most {max_rows} per request")
     with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
         batch = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(batch).all():
+    low, high = float(batch.min()), float(batch.max())  # a NaN reaches both
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise BadRequest(f"{what} contains NaN or infinity; expected finite pixel values")
-    lo, hi = spec.pixel_range
-    low, high = float(batch.min()), float(batch.max())
-    if low < lo or high > hi:  # e.g. 0..255 sent to a model of 0..16: answers would be noise
-        raise BadRequest(
-            f"{what} has pixel values from {low:g} to {high:g}; the model takes raw pixels "
-            f"in its pixel_range [{lo:g}, {hi:g}]"
-        )
+    outside = spec.pixels_outside(low, high)
+    if outside is not None:
+        raise BadRequest(f"{what} has {outside}")
     return batch

@@ -10,6 +10,7 @@ their size:
 from __future__ import annotations
 
 import io
+import math
 import os
 import zipfile
 from collections.abc import Callable, Iterator
@@ -58,21 +59,16 @@ def valid_rows(x: np.ndarray, spec: InputSpec) -> Decoded:
     """Rows of an array as float32; a row holding NaN or infinity, or pixels outside the
     model's pixel_range (as the server refuses them), fails with an error."""
     flat = x.reshape(len(x), -1)
-    finite = np.isfinite(flat).all(axis=1)
-    lo, hi = spec.pixel_range
-    with np.errstate(invalid="ignore"):  # NaN rows are failed above
-        low, high = flat.min(axis=1), flat.max(axis=1)
-    in_range = (low >= lo) & (high <= hi)
-    ok = finite & in_range
+    lows, highs = flat.min(axis=1).tolist(), flat.max(axis=1).tolist()  # a NaN reaches both
     errors = [
-        None
-        if good
-        else "row contains NaN or infinity"
-        if not fin
-        else f"row has pixel values from {a:g} to {b:g}; the model takes raw pixels in its "
-        f"pixel_range [{lo:g}, {hi:g}]"
-        for good, fin, a, b in zip(ok, finite, low.tolist(), high.tolist(), strict=True)
+        "row contains NaN or infinity"
+        if not (math.isfinite(low) and math.isfinite(high))
+        else None
+        if (outside := spec.pixels_outside(low, high)) is None
+        else f"row has {outside}"
+        for low, high in zip(lows, highs, strict=True)
     ]
+    ok = np.array([error is None for error in errors], dtype=bool)
     rows = x if ok.all() else x[ok]  # no copy in the common case
     return Decoded(np.ascontiguousarray(rows, dtype=np.float32), ok, errors)
 
