@@ -52,6 +52,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         summary="A snapshot ensemble server: averaged softmax of the last m snapshots, "
         "with how much they disagree.",
         lifespan=lifespan,
+        openapi_url=None,  # served by install_docs, as a route the metrics can name
         docs_url=None,
         redoc_url=None,
     )

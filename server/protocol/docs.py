@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from server.errors import COMMON_ERRORS, ErrorResponse
@@ -64,7 +64,8 @@ def _document(app: FastAPI, models: list[type[BaseModel]]) -> dict[str, Any]:
 def install_docs(app: FastAPI, models: list[type[BaseModel]]) -> None:
     """`/openapi.json` with `models` (those routes reference by `ref()`) in its components,
     and `/docs` and `/redoc` with packaged assets. The app must be made with
-    docs_url=None and redoc_url=None."""
+    openapi_url=None, docs_url=None and redoc_url=None: FastAPI's own document route is a
+    plain Starlette route, which leaves no route template for the request metrics."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -72,6 +73,11 @@ def install_docs(app: FastAPI, models: list[type[BaseModel]]) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document() -> JSONResponse:
+        return JSONResponse(openapi())
+
     static = resources.files("fastapi_offline") / "static"
 
     @app.get("/docs", include_in_schema=False)

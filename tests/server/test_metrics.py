@@ -56,3 +56,25 @@ def test_v2_infer_answered_before_fastapi_is_counted_by_its_route_template(
         assert (
             f'snapens_requests_total{{method="POST",route="{route}",status="{status}"}} 1.0' in text
         )
+
+
+def test_every_route_is_counted_by_its_template_and_only_a_miss_as_unmatched(
+    server: LiveServer,
+) -> None:
+    paths = {
+        "/openapi.json": "/openapi.json",
+        "/docs": "/docs",
+        "/docs/swagger-ui.css": "/docs/swagger-ui.css",
+        "/": "/",
+        "/favicon.ico": "/favicon.ico",
+        "/demo/demo.js": "/demo/{asset}",
+        "/no/such/page": "unmatched",
+    }
+    with server.client() as http:
+        for path in paths:
+            http.get(path)
+        text = http.get("/metrics").text
+    for path, route in paths.items():
+        status = "404" if route == "unmatched" else "200"
+        line = f'snapens_requests_total{{method="GET",route="{route}",status="{status}"}} 1.0'
+        assert line in text, path
