@@ -113,10 +113,16 @@ def upload_kind(content_type: str) -> Upload:
     )
 
 
-def check_uploads(images: list[tuple[str, bytes]], max_rows: int) -> None:
-    """At least one image and at most `max_rows`."""
+def check_uploads(images: list[tuple[str, bytes]], max_rows: int, content_type: str = "") -> None:
+    """At least one image and at most `max_rows`; `content_type` names the multipart
+    boundary in the message (a body cut short of it holds no complete file)."""
     if not images:
-        raise BadRequest("no image in the request; attach files as multipart form fields")
+        boundary = content_type.partition("boundary=")[2].split(";")[0].strip().strip('"')
+        closing = f" ending with its closing boundary '--{boundary}--'" if boundary else ""
+        raise BadRequest(
+            "no image in the request: expected multipart/form-data file fields with a "
+            f"filename (curl -F 'file=@image.png'){closing}"
+        )
     if len(images) > max_rows:
         raise PayloadTooLarge(f"images has {len(images)} rows; at most {max_rows} per request")
 

@@ -110,14 +110,15 @@ async def predict_images(
     spec = model.input_spec()
     limit = settings.max_request_batch
     images: list[tuple[str, bytes]] = []
-    if v1_codec.upload_kind(request.headers.get("content-type", "")) == "multipart":
+    content_type = request.headers.get("content-type", "")
+    if v1_codec.upload_kind(content_type) == "multipart":
         async with request.form(max_files=limit, max_fields=limit) as form:
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
                     images.append((f"image {value.filename or key!r}", await value.read()))
     else:
         images.append(("the body", await request.body()))
-    v1_codec.check_uploads(images, limit)
+    v1_codec.check_uploads(images, limit, content_type)
     x = await decoder.rows(images, spec, not_image_status=415)
     with client_input("images"):
         x = check_batch(x, spec, limit, "images")

@@ -241,6 +241,30 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
         "no image in the request",
     ),
     (
+        "multipart body cut before its closing boundary",
+        "POST",
+        UPLOAD,
+        {
+            "content": b'--x\r\nContent-Disposition: form-data; name="file"; '
+            b'filename="a.png"\r\nContent-Type: image/png\r\n\r\n\x89PNG',
+            "headers": {"Content-Type": "multipart/form-data; boundary=x"},
+        },
+        400,
+        "ending with its closing boundary '--x--'",
+    ),
+    (
+        "multipart text field, no file",
+        "POST",
+        UPLOAD,
+        {
+            "content": b'--x\r\nContent-Disposition: form-data; name="file"\r\n\r\n'
+            b"cat.png\r\n--x--\r\n",
+            "headers": {"Content-Type": "multipart/form-data; boundary=x"},
+        },
+        400,
+        "fields with a filename",
+    ),
+    (
         "12000×12000 PNG upload",
         "POST",
         UPLOAD,
