@@ -9,6 +9,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from server import heap
 from server.errors import NotFound
 from server.metrics import Metrics
 from server.model import ServedModel
@@ -47,6 +48,7 @@ class ModelRepository:
             await self.refresh()
         except Exception:  # the folder cannot be listed, say: the poller tries again
             log.exception("loading the repository failed")
+        heap.freeze_long_lived()
         self.started = True
         if self.settings.poll_interval_s > 0:
             self._poller = asyncio.get_running_loop().create_task(
