@@ -139,6 +139,18 @@ class ServerSettings(RuntimeSettings):
         description="a client that sends no part of its request body for this long gets 408 "
         "(a stalled upload would otherwise hold its connection open)",
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a connection whose request line and headers are not complete this long "
+        "after it opened or its request began gets 408 and is closed (one that sent nothing "
+        "is closed)",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="request line and headers limit in bytes, 431 beyond",
+    )
     poll_interval_s: float = Field(
         2.0, ge=0, description="seconds between manifest polls for hot reload; 0: off"
     )

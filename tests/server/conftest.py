@@ -24,6 +24,7 @@ import uvicorn
 from PIL import Image
 
 from server.app import create_app
+from server.cli import uvicorn_config
 from server.settings import ServerSettings
 
 # The disagreement figures every prediction carries (docs/design.md), spelled out here rather
@@ -89,18 +90,11 @@ def start_server(repository: Path, wait_ready: bool = True, **overrides: Any) ->
         "port": free_port(),
         "log_format": "text",
         "poll_interval_s": 0.2,
+        "graceful_shutdown_s": 5,
         **overrides,
     }
     settings = ServerSettings(**values)
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{settings.port}"

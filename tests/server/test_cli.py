@@ -31,6 +31,8 @@ DEFAULTS = {
     "--max-request-batch": "256",
     "--max-body-bytes": "33554432",
     "--body-timeout-s": "30",
+    "--header-timeout-s": "10",
+    "--max-header-bytes": "65536",
     "--poll-interval-s": "2",
     "--log-level": "info",
     "--log-format": "json",

@@ -1,0 +1,131 @@
+"""Limits on the request head (server.http_protocol), on a real uvicorn server over raw
+sockets: a head that trickles or never comes, and one without end, are answered and closed;
+the requests of a well-behaved client are not."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.server.conftest import LiveServer
+
+HEALTH = b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+def _connect(server: LiveServer) -> socket.socket:
+    host, port = server.address.split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    return sock
+
+
+def _response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One whole response: status, headers (lower-case names) and body. Reads byte by
+    byte up to the body, so a pipelined response after it stays in the socket."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, f"connection closed before a whole response head; got {head!r}"
+        head += byte
+    status_line, *lines = head.decode("latin-1").strip().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    body = b""
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(int(headers["content-length"]) - len(body))
+        assert chunk, "connection closed in the middle of a body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.fixture
+def guarded(serve: Callable[..., LiveServer]) -> LiveServer:
+    return serve(header_timeout_s=0.5, max_header_bytes=4096)
+
+
+def _still_serving(server: LiveServer) -> None:
+    with _connect(server) as sock:
+        sock.sendall(HEALTH)
+        assert _response(sock)[0] == 200
+
+
+def test_a_head_that_does_not_complete_in_time_gets_408_and_the_connection_closes(
+    guarded: LiveServer,
+) -> None:
+    with _connect(guarded) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n")  # no blank line
+        started = time.monotonic()
+        status, headers, body = _response(sock)
+        assert status == 408 and headers["connection"] == "close"
+        assert json.loads(body) == {
+            "error": "the request line and headers did not arrive within 0.5 s (--header-timeout-s)"
+        }
+        assert time.monotonic() - started < 5
+        assert _closed(sock)
+    _still_serving(guarded)
+
+
+def test_a_connection_that_sends_nothing_is_closed(guarded: LiveServer) -> None:
+    with _connect(guarded) as sock:
+        assert _closed(sock)  # within the socket's 10 s timeout: the server's 0.5 s
+
+
+@pytest.mark.parametrize("complete", [False, True], ids=["endless", "one large head"])
+def test_a_head_over_the_limit_gets_431_and_the_connection_closes(
+    guarded: LiveServer, complete: bool
+) -> None:
+    lines = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"a" * 100) for i in range(60))
+    with _connect(guarded) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n" + lines)
+        if complete:
+            sock.sendall(b"\r\n")
+        status, headers, body = _response(sock)
+        assert status == 431 and headers["connection"] == "close"
+        assert json.loads(body)["error"] == (
+            "the request line and headers exceed 4096 bytes (--max-header-bytes)"
+        )
+        assert _closed(sock)
+    _still_serving(guarded)
+
+
+def test_a_slow_head_within_the_timeout_and_an_idle_kept_alive_connection_are_served(
+    guarded: LiveServer,
+) -> None:
+    with _connect(guarded) as sock:
+        sock.sendall(HEALTH[:20])
+        time.sleep(0.3)
+        sock.sendall(HEALTH[20:])
+        assert _response(sock)[0] == 200
+        time.sleep(1.0)  # idle between requests: keep-alive's to time, not the head's
+        sock.sendall(HEALTH)
+        assert _response(sock)[0] == 200
+
+
+def test_a_large_body_and_the_next_request_in_one_write_are_both_served(
+    guarded: LiveServer, digit_images: Any
+) -> None:
+    """The head's size is its own: the body before the next request's head in the same
+    chunk of data does not count."""
+    x = digit_images[0][:1]
+    tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP32"}
+    body = json.dumps({"inputs": [{**tensor, "data": x.reshape(-1).tolist()}]}).encode()
+    body += b" " * 200_000  # JSON allows the whitespace; far more than the head's limit
+    post = (
+        b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: test\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    ) + body
+    with _connect(guarded) as sock:
+        sock.sendall(post + HEALTH)
+        status, _, answer = _response(sock)
+        assert status == 200, answer
+        assert _response(sock)[0] == 200
