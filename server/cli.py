@@ -6,9 +6,9 @@ import argparse
 import logging
 import math
 import sys
+from typing import Any
 
 import uvicorn
-from starlette.types import ASGIApp
 
 from server.settings import (
     RuntimeSettings,
@@ -75,21 +75,20 @@ def main(argv: list[str] | None = None) -> int:
         settings.port,
         settings.repository,
     )
-    uvicorn.Server(uvicorn_config(settings, create_app(settings))).run()
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))
     return 0
 
 
-def uvicorn_config(settings: ServerSettings, app: ASGIApp) -> uvicorn.Config:
-    """How uvicorn serves `app`: where `settings` say, with their limits on the request
+def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
+    """How uvicorn serves the app: where `settings` say, with their limits on the request
     head (server.http_protocol); the request middleware logs each request."""
     from server.http_protocol import guarded_http
 
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        http=guarded_http(settings),
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=math.ceil(settings.graceful_shutdown_s),
-    )
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "http": guarded_http(settings),
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": math.ceil(settings.graceful_shutdown_s),
+    }

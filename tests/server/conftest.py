@@ -24,7 +24,7 @@ import uvicorn
 from PIL import Image
 
 from server.app import create_app
-from server.cli import uvicorn_config
+from server.cli import uvicorn_options
 from server.settings import ServerSettings
 
 # The disagreement figures every prediction carries (docs/design.md), spelled out here rather
@@ -94,7 +94,7 @@ def start_server(repository: Path, wait_ready: bool = True, **overrides: Any) ->
         **overrides,
     }
     settings = ServerSettings(**values)
-    server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), **uvicorn_options(settings)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{settings.port}"
