@@ -16,7 +16,7 @@ from server.auth import ApiKeyMiddleware
 from server.decoding import ImageDecoder
 from server.errors import install_handlers
 from server.metrics import Metrics
-from server.middleware import RequestContext
+from server.middleware import BodyBudget, RequestContext
 from server.model_repository import ModelRepository
 from server.protocol import demo_endpoints, v1_endpoints, v2_endpoints
 from server.protocol.docs import install_docs
@@ -76,11 +76,14 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.add_middleware(V2InferFastPath, repository=repository, settings=settings)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    budget = BodyBudget(settings.max_body_bytes_in_flight)
+    metrics.body_bytes_in_flight.set_function(lambda: budget.held)
     # Added last, so it runs first: every response, a 401 included, is counted and logged.
     app.add_middleware(
         RequestContext,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        budget=budget,
     )
     return app

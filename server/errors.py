@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,10 +28,15 @@ log = logging.getLogger("snapens.server")
 
 class ServingError(Exception):
     status = 500
+    headers: ClassVar[Mapping[str, str]] = MappingProxyType({})  # sent with the answer
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def response(self) -> JSONResponse:
+        """The answer to this error: its status, headers and `{"error": message}`."""
+        return error_response(self.status, self.message, self.headers or None)
 
 
 class BadRequest(ServingError):
@@ -73,6 +79,14 @@ class NotReady(ServingError):
     """The model exists but has no loaded snapshot set yet."""
 
     status = 503
+
+
+class Busy(ServingError):
+    """The server holds as many request-body bytes as it may: no fault of the request,
+    which may be sent again shortly."""
+
+    status = 503
+    headers = MappingProxyType({"Retry-After": "1"})
 
 
 class ErrorResponse(BaseModel):
@@ -151,7 +165,7 @@ def error_response(
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServingError)
     async def serving_error(_: Request, exc: ServingError) -> JSONResponse:
-        return error_response(exc.status, exc.message)
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

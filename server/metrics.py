@@ -59,6 +59,11 @@ class Metrics:
             buckets=MI_BUCKETS,
             registry=r,
         )
+        self.body_bytes_in_flight = Gauge(
+            "snapens_request_body_bytes_in_flight",
+            "request-body bytes held by the requests being answered (--max-body-bytes-in-flight)",
+            registry=r,
+        )
         self.reloads = Counter(
             "snapens_reloads_total",
             "snapshot-set loads by outcome",

@@ -1,6 +1,7 @@
 """One ASGI middleware for every request: a request id (from X-Request-ID or new), the
-body-size limit, Prometheus counts and latencies by route template, an access log, and the
-one place an unexpected exception is logged (once, with the request id) and answered."""
+body-size limits (per request, and summed over the requests being answered), Prometheus
+counts and latencies by route template, an access log, and the one place an unexpected
+exception is logged (once, with the request id) and answered."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import PayloadTooLarge, ServingError, error_response
+from server.errors import Busy, PayloadTooLarge, ServingError, error_response
 from server.logs import request_id
 from server.metrics import Metrics
 
@@ -32,14 +34,37 @@ class BodyTimeout(ServingError):
     status = 408
 
 
+@dataclass
+class BodyBudget:
+    """Request-body bytes the server holds at once, summed over the requests being
+    answered (a request's bytes count from their arrival until its answer is sent), and
+    the most it may: beyond, a request gets 503 instead of the server running out of
+    memory."""
+
+    limit: int
+    held: int = 0
+
+
 class RequestContext:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, body_timeout_s: float
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        body_timeout_s: float,
+        budget: BodyBudget,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.limit = max_body_bytes
         self.body_timeout = body_timeout_s
+        self.budget = budget
+
+    def _busy(self, more: int) -> Busy:
+        return Busy(
+            f"the server holds {self.budget.held} bytes of request bodies and takes at most "
+            f"{self.budget.limit} at once; {more} more do not fit: send again shortly"
+        )
 
     @staticmethod
     def _route(scope: Scope) -> str:
@@ -67,7 +92,7 @@ class RequestContext:
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
-        received = 0
+        received = 0  # this request's body bytes, held in the budget until it ends
         disconnected = False
         body_done = scope["method"] in ("GET", "HEAD")
 
@@ -87,9 +112,13 @@ class RequestContext:
             if message["type"] == "http.disconnect":
                 disconnected = True
             elif message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                received += size
+                self.budget.held += size
                 if received > self.limit:
                     raise BodyTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+                if self.budget.held > self.budget.limit:
+                    raise self._busy(size)
             return message
 
         try:
@@ -101,6 +130,12 @@ class RequestContext:
                     f"{self.limit} bytes",
                 )
                 await response(scope, receive, send_with_id)
+            elif (
+                declared is not None
+                and declared.isdigit()
+                and (self.budget.held + int(declared) > self.budget.limit)
+            ):
+                await self._busy(int(declared)).response()(scope, receive, send_with_id)
             else:
                 await self.app(scope, limited_receive, send_with_id)
         except Exception:
@@ -110,6 +145,7 @@ class RequestContext:
                     raise
                 await error_response(500, "internal server error")(scope, receive, send_with_id)
         finally:
+            self.budget.held -= received
             if disconnected and not started_response:
                 status = CLIENT_CLOSED_REQUEST
             elapsed = time.perf_counter() - started

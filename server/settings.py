@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -133,6 +133,25 @@ class ServerSettings(RuntimeSettings):
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="request body limit in bytes, 413 beyond"
     )
+    max_body_bytes_in_flight: int = Field(
+        1024 * 1024 * 1024,
+        ge=1024,
+        description="request-body bytes held at once, summed over the requests being "
+        "answered; a request that would take it beyond gets 503 with Retry-After (instead "
+        "of the server running out of memory); at least --max-body-bytes",
+    )
+
+    @field_validator("max_body_bytes_in_flight")
+    @classmethod
+    def _room_for_one_body(cls, value: int, info: ValidationInfo) -> int:
+        largest = info.data.get("max_body_bytes")
+        if largest is not None and value < largest:
+            raise ValueError(
+                f"{value} is less than --max-body-bytes ({largest}): a request of the largest "
+                "size would always be refused"
+            )
+        return value
+
     body_timeout_s: float = Field(
         30.0,
         gt=0,

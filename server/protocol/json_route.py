@@ -26,7 +26,7 @@ def _as_http_exception() -> Iterator[None]:
     try:
         yield
     except ServingError as exc:
-        raise HTTPException(exc.status, exc.message) from None
+        raise HTTPException(exc.status, exc.message, dict(exc.headers) or None) from None
 
 
 class OrjsonRequest(Request):

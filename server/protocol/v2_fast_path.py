@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import BadRequest, NotFound, ServingError, client_input, error_response
+from server.errors import BadRequest, NotFound, ServingError, client_input
 from server.model import ServedModel
 from server.model_repository import ModelRepository
 from server.protocol import binary, v2_codec
@@ -108,7 +108,7 @@ class V2InferFastPath:
                 None if encoding is None else encoding.decode("latin-1"),
             )
         except ServingError as exc:
-            await error_response(exc.status, exc.message)(scope, receive, send)
+            await exc.response()(scope, receive, send)
             return
         await send(
             {

@@ -30,6 +30,7 @@ DEFAULTS = {
     "--batch-workers": "1",
     "--max-request-batch": "256",
     "--max-body-bytes": "33554432",
+    "--max-body-bytes-in-flight": "1073741824",
     "--body-timeout-s": "30",
     "--header-timeout-s": "10",
     "--max-header-bytes": "65536",
@@ -179,6 +180,13 @@ def test_a_flag_overrides_the_environment_and_the_env_file(
             ["--m", "0"],
             {"SNAPENS_M": "3"},
             "error: --m (or SNAPENS_M): Input should be greater than or equal to 1",
+        ),
+        (
+            ["--max-body-bytes-in-flight", "2000000"],
+            {"SNAPENS_MAX_BODY_BYTES": "4000000"},
+            "error: --max-body-bytes-in-flight (or SNAPENS_MAX_BODY_BYTES_IN_FLIGHT): 2000000 "
+            "is less than --max-body-bytes (4000000): a request of the largest size would "
+            "always be refused",
         ),
     ],
 )

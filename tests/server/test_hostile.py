@@ -631,3 +631,71 @@ def test_a_client_that_stalls_mid_body_gets_408_and_the_server_keeps_serving(
         assert http.get("/v2/health/live").status_code == 200
         body = {"instances": [[[0] * 8] * 8]}
         assert http.post("/v1/models/digits:predict", json=body).status_code == 200
+
+
+def _padded_infer_body(size: int) -> bytes:
+    """A valid v2 JSON request for one digit, padded with whitespace to `size` bytes."""
+    tensor = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0] * 64}
+    body = json.dumps({"inputs": [tensor]}).encode()
+    return body + b" " * (size - len(body))
+
+
+def _infer_head(host: str, length: int | None) -> bytes:
+    framing = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
+    return (
+        f"POST {INFER} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"{framing}\r\n\r\n"
+    ).encode()
+
+
+def _status_and_headers(conn: socket.socket) -> tuple[str, str]:
+    answer = conn.recv(65536).decode("latin-1")
+    status_line, _, rest = answer.partition("\r\n")
+    return status_line, rest
+
+
+def test_bodies_past_the_in_flight_budget_get_503_and_the_budget_frees_as_they_end(
+    serve: Any,
+) -> None:
+    """One client holds most of the budget with a body it has not finished: a request that
+    declares more than is left is refused before its body is read, a chunked one when it
+    goes past; a small one still fits; once the holder's request ends, the budget is free."""
+    server = serve(max_body_bytes=300_000, max_body_bytes_in_flight=500_000)
+    host, port = server.address.split(":")
+    held = _padded_infer_body(300_000)
+    with socket.create_connection((host, int(port)), timeout=20) as holder:
+        holder.sendall(_infer_head(host, len(held)) + held[:250_000])
+        with server.client() as http:
+            held_line = "snapens_request_body_bytes_in_flight 250000.0"
+            wait_until(lambda: held_line in http.get("/metrics").text)
+
+        with socket.create_connection((host, int(port)), timeout=20) as declared:
+            declared.sendall(_infer_head(host, 300_000))
+            status_line, rest = _status_and_headers(declared)
+        assert status_line == "HTTP/1.1 503 Service Unavailable", rest[:300]
+        assert "retry-after: 1\r\n" in rest.lower()
+        assert (
+            '{"error":"the server holds 250000 bytes of request bodies and takes at most '
+            '500000 at once; 300000 more do not fit: send again shortly"}'
+        ) in rest
+
+        with socket.create_connection((host, int(port)), timeout=20) as chunked:
+            chunk = _padded_infer_body(260_000)
+            chunked.sendall(_infer_head(host, None) + b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            status_line, rest = _status_and_headers(chunked)
+        assert status_line == "HTTP/1.1 503 Service Unavailable", rest[:300]
+
+        with server.client() as http:
+            small = http.post(INFER, content=_padded_infer_body(1_000))
+            assert small.status_code == 200, small.text
+
+        holder.sendall(held[250_000:])
+        status_line, _ = _status_and_headers(holder)
+        assert status_line == "HTTP/1.1 200 OK"
+
+    with server.client() as http:
+        again = http.post(INFER, content=_padded_infer_body(300_000))
+        assert again.status_code == 200, again.text
+        metrics = http.get("/metrics").text
+        assert 'status="503"' in metrics
+        assert "snapens_request_body_bytes_in_flight 0.0" in metrics
