@@ -113,12 +113,12 @@ class RequestContext:
                 disconnected = True
             elif message["type"] == "http.request":
                 size = len(message.get("body", b""))
+                if received + size > self.limit:
+                    raise BodyTooLarge(f"request body exceeds the limit of {self.limit} bytes")
+                if self.budget.held + size > self.budget.limit:
+                    raise self._busy(size)
                 received += size
                 self.budget.held += size
-                if received > self.limit:
-                    raise BodyTooLarge(f"request body exceeds the limit of {self.limit} bytes")
-                if self.budget.held > self.budget.limit:
-                    raise self._busy(size)
             return message
 
         try:

@@ -684,6 +684,7 @@ def test_bodies_past_the_in_flight_budget_get_503_and_the_budget_frees_as_they_e
             chunked.sendall(_infer_head(host, None) + b"%x\r\n" % len(chunk) + chunk + b"\r\n")
             status_line, rest = _status_and_headers(chunked)
         assert status_line == "HTTP/1.1 503 Service Unavailable", rest[:300]
+        assert "of request bodies and takes at most 500000 at once" in rest
 
         with server.client() as http:
             small = http.post(INFER, content=_padded_infer_body(1_000))
