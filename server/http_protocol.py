@@ -15,9 +15,9 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from server.errors import ErrorResponse
 from server.settings import ServerSettings
 
 log = logging.getLogger("snapens.server")
@@ -117,7 +117,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = True
         self._disarm()
         log.info("closed a connection from %s: %s", self.client, message)
-        body = orjson.dumps({"error": message})
+        body = ErrorResponse(error=message).model_dump_json().encode()
         head = (
             f"HTTP/1.1 {status.value} {status.phrase}\r\n"
             "content-type: application/json\r\n"

@@ -66,6 +66,19 @@ class RequestContext:
             f"{self.budget.limit} at once; {more} more do not fit: send again shortly"
         )
 
+    def _refusal(self, content_length: bytes) -> ServingError | None:
+        """The error for a body whose declared length passes either limit, if it does."""
+        if not content_length.isdigit():
+            return None
+        declared = int(content_length)
+        if declared > self.limit:
+            return BodyTooLarge(
+                f"request body of {declared} bytes exceeds the limit of {self.limit} bytes"
+            )
+        if self.budget.held + declared > self.budget.limit:
+            return self._busy(declared)
+        return None
+
     @staticmethod
     def _route(scope: Scope) -> str:
         """The matched route's template (bounded label cardinality); the router records it
@@ -122,20 +135,9 @@ class RequestContext:
             return message
 
         try:
-            declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.limit:
-                response = error_response(
-                    413,
-                    f"request body of {int(declared)} bytes exceeds the limit of "
-                    f"{self.limit} bytes",
-                )
-                await response(scope, receive, send_with_id)
-            elif (
-                declared is not None
-                and declared.isdigit()
-                and (self.budget.held + int(declared) > self.budget.limit)
-            ):
-                await self._busy(int(declared)).response()(scope, receive, send_with_id)
+            refusal = self._refusal(headers.get(b"content-length", b""))
+            if refusal is not None:  # before any of the body is read
+                await refusal.response()(scope, receive, send_with_id)
             else:
                 await self.app(scope, limited_receive, send_with_id)
         except Exception:

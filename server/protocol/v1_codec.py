@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from python_multipart.multipart import parse_options_header
 
 from server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from server.model import Answer
@@ -117,7 +118,7 @@ def check_uploads(images: list[tuple[str, bytes]], max_rows: int, content_type: 
     """At least one image and at most `max_rows`; `content_type` names the multipart
     boundary in the message (a body cut short of it holds no complete file)."""
     if not images:
-        boundary = content_type.partition("boundary=")[2].split(";")[0].strip().strip('"')
+        boundary = parse_options_header(content_type)[1].get(b"boundary", b"").decode("latin-1")
         closing = f" ending with its closing boundary '--{boundary}--'" if boundary else ""
         raise BadRequest(
             "no image in the request: expected multipart/form-data file fields with a "
