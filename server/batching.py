@@ -14,11 +14,14 @@ A request may ask for more members than the served ones (a larger m); a batch ru
 members its most demanding request needs, and each request takes its own last m.
 
 `session.run` releases the GIL, so batches run on worker threads while the event loop
-keeps accepting requests; up to `workers` batches may be in flight at once. The ensemble
-arithmetic for the whole batch runs on the worker thread too, and each request gets its
-rows of it. The runtime is looked up per batch: after a hot reload the next batch runs on
-the new snapshot set while a batch already running finishes on the old one. A failing
-batch fails only the requests that cause it: it is run again a request at a time.
+keeps accepting requests; up to `workers` batches may be in flight at once. With several
+workers the round is shared between them: each batch waits for, and takes, at most its
+share of the round's requests, so the workers run side by side instead of one taking the
+whole round while the others idle. The ensemble arithmetic for the whole batch runs on
+the worker thread too, and each request gets its rows of it. The runtime is looked up
+per batch: after a hot reload the next batch runs on the new snapshot set while a batch
+already running finishes on the old one. A failing batch fails only the requests that
+cause it: it is run again a request at a time.
 """
 
 from __future__ import annotations
@@ -108,7 +111,10 @@ class DynamicBatcher:
         if self._round <= 1:
             return
         while (
-            self._rows < self._max_rows and len(self._pending) < self._round and not self._closing
+            self._pending  # another worker may take them while this one waits
+            and self._rows < self._max_rows
+            and len(self._pending) < self._share()
+            and not self._closing
         ):
             deadline = max(self._free_since, self._pending[-1].enqueued) + self._max_delay
             remaining = deadline - time.perf_counter()
@@ -120,11 +126,21 @@ class DynamicBatcher:
             except TimeoutError:
                 return
 
+    def _share(self) -> int:
+        """The requests one batch waits for and takes: the round's (or, before there is
+        one, those queued and running), divided between the workers."""
+        clients = max(self._round, len(self._pending) + self._in_flight)
+        return max(1, -(-clients // self._workers))
+
     def _take(self) -> list[_Pending]:
-        """Requests for one batch: whole requests up to max_rows (a larger one goes alone)."""
+        """Requests for one batch: whole requests up to max_rows (a larger one goes alone),
+        and with several workers up to this worker's share."""
+        most = self._share() if self._workers > 1 else len(self._pending)
         batch = [self._pending.popleft()]
         rows = len(batch[0].x)
-        while self._pending and rows + len(self._pending[0].x) <= self._max_rows:
+        while (
+            self._pending and len(batch) < most and rows + len(self._pending[0].x) <= self._max_rows
+        ):
             item = self._pending.popleft()
             batch.append(item)
             rows += len(item.x)
@@ -140,6 +156,8 @@ class DynamicBatcher:
                 await self._wakeup.wait()
                 continue
             await self._fill()
+            if not self._pending:  # another worker took them while this one waited
+                continue
             batch = self._take()
             started = time.perf_counter()
             for item in batch:

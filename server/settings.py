@@ -128,7 +128,12 @@ class ServerSettings(RuntimeSettings):
         description="under concurrency, how long a batch waits for the next request of its "
         "round before it runs with those there are (a wait spent only while requests arrive)",
     )
-    batch_workers: int = Field(1, ge=1, description="batches in flight at once per model")
+    batch_workers: int = Field(
+        1,
+        ge=1,
+        description="batches in flight at once per model, each taking its share of "
+        "the waiting clients",
+    )
     max_request_batch: int = Field(256, ge=1, description="rows allowed in one request, 413 beyond")
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="request body limit in bytes, 413 beyond"

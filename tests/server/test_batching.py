@@ -8,9 +8,10 @@ batcher's worker runs (asyncio runs ready tasks in order), so the batches are kn
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pytest
@@ -211,6 +212,76 @@ def test_a_client_that_leaves_costs_one_quiet_delay_not_a_stall(runtime: Ensembl
 
     run(scenario)
     assert batches(metrics) == (3, 4 + 3 + 3)
+
+
+class Rendezvous:
+    """The runtime, whose first `parties` batches each wait at a barrier until all of them
+    are running: if the batcher never runs them at the same time, the barrier breaks (after
+    `timeout` s) and those batches fail."""
+
+    def __init__(self, runtime: EnsembleRuntime, parties: int, timeout: float = 20.0) -> None:
+        self.runtime = runtime
+        self.barrier = threading.Barrier(parties, timeout=timeout)
+        self.waiting = parties
+        self.lock = threading.Lock()
+
+    def answer(self, *args: Any) -> BatchAnswer:
+        with self.lock:
+            meet, self.waiting = self.waiting > 0, self.waiting - 1
+        if meet:
+            self.barrier.wait()
+        return self.runtime.answer(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.runtime, name)
+
+
+def test_several_workers_share_a_round_and_run_side_by_side(runtime: EnsembleRuntime) -> None:
+    """Two workers and eight clients: each batch takes its share of the round (four), so
+    the two workers' batches run at the same time (before, one worker took all eight and
+    the other idled). Every request gets its own rows."""
+    metrics = Metrics()
+    meeting = Rendezvous(runtime, parties=2)
+    xs = [pixels(1, seed=i) for i in range(8)]
+
+    async def scenario() -> list[list[tuple[BatchAnswer, EnsembleRuntime]]]:
+        batcher = DynamicBatcher(NAME, lambda: cast(EnsembleRuntime, meeting), 64, 0.05, metrics, 2)
+        batcher.start()
+        answers = await asyncio.gather(*(closed_loop(batcher, 3, x) for x in xs))
+        await batcher.close()
+        return answers
+
+    answers = run(scenario)
+    count, rows = batches(metrics)
+    assert rows == 24 and batches_up_to(metrics, 4) == count  # no batch took the whole round
+    for x, client in zip(xs, answers, strict=True):
+        for answer, _ in client:
+            assert_own_rows(runtime, x, answer)
+
+
+def test_a_worker_whose_requests_another_worker_took_waits_for_the_next(
+    runtime: EnsembleRuntime,
+) -> None:
+    """Two free workers both wait for the next round's requests; when they are back, one
+    takes them. The other goes back to waiting (before, it failed on the empty queue and
+    stopped for good, and the server's shutdown failed with it)."""
+    metrics = Metrics()
+
+    async def staggered(batcher: DynamicBatcher, index: int) -> int:
+        for _ in range(4):
+            await batcher.submit(pixels(1, seed=index))
+            await asyncio.sleep(0.005 * index)  # the round comes back one by one
+        return index
+
+    async def scenario() -> list[int]:
+        batcher = DynamicBatcher(NAME, lambda: runtime, 64, 5.0, metrics, 2)
+        batcher.start()
+        done = await asyncio.gather(*(staggered(batcher, i) for i in range(4)))
+        await batcher.close()  # gathers the workers: raises if one has failed
+        return done
+
+    assert run(scenario) == [0, 1, 2, 3]
+    assert batches(metrics)[1] == 16
 
 
 def test_an_error_reaches_only_the_request_that_causes_it(runtime: EnsembleRuntime) -> None:
