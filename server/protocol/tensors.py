@@ -61,8 +61,11 @@ def check_batch(x: np.ndarray, spec: InputSpec, max_rows: int, what: str) -> Flo
         raise BadRequest(f"{what} is an empty batch; send at least one row")
     if len(x) > max_rows:
         raise PayloadTooLarge(f"{what} has {len(x)} rows; at most {max_rows} per request")
-    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
-        batch = np.ascontiguousarray(x, dtype=np.float32)
+    if x.dtype == np.float32:  # binary FP32: nothing to convert (errstate costs ~2 us)
+        batch = np.ascontiguousarray(x)
+    else:
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+            batch = np.ascontiguousarray(x, dtype=np.float32)
     low, high = float(batch.min()), float(batch.max())  # a NaN reaches both
     if not (math.isfinite(low) and math.isfinite(high)):
         raise BadRequest(f"{what} contains NaN or infinity; expected finite pixel values")

@@ -29,6 +29,7 @@ from server.protocol.v2_codec import (
     model_metadata,
     read_envelope,
 )
+from server.protocol.v2_models import InferenceResponse
 from snapens.ensemble import combine, softmax
 from snapens.manifest import InputSpec
 
@@ -142,6 +143,30 @@ def test_a_binary_answer_reads_back_with_a_stock_client() -> None:
     ]
     np.testing.assert_array_equal(result.as_numpy("member_labels"), given.result.member_labels)
     np.testing.assert_allclose(result.as_numpy("confidence"), given.result.confidence, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"id": 'ünï"code', "parameters": {"members": True, "binary_data_output": True}},
+        {"outputs": [{"name": "probabilities", "parameters": {"classification": 2}}]},
+        {
+            "outputs": [
+                {"name": "label", "parameters": {"binary_data": True}},
+                {"name": "confidence"},
+            ]
+        },
+    ],
+)
+def test_the_answers_header_is_the_documented_inference_response(fields: dict[str, Any]) -> None:
+    """The header is written as plain data, not through the response model: it must still
+    be exactly that model's JSON (its field order, no empty fields)."""
+    encoded = encode_answer("digits", decode(request(pixels(3).tolist(), **fields)), answer())
+    length = encoded.headers.get(binary.HEADER_LENGTH)
+    header = encoded.body if length is None else encoded.body[: int(length)]
+    documented = InferenceResponse.model_validate_json(header)
+    assert documented.model_dump_json(exclude_none=True).encode() == header
 
 
 def test_classification_answers_the_top_k_as_score_index_label() -> None:
