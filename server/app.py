@@ -16,7 +16,7 @@ from server.auth import ApiKeyMiddleware
 from server.decoding import ImageDecoder
 from server.errors import install_handlers
 from server.metrics import Metrics
-from server.middleware import BodyBudget, RequestContext
+from server.middleware import BodyBudget, BodyPace, RequestContext
 from server.model_repository import ModelRepository
 from server.protocol import demo_endpoints, v1_endpoints, v2_endpoints
 from server.protocol.docs import install_docs
@@ -83,7 +83,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         RequestContext,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
-        body_timeout_s=settings.body_timeout_s,
+        pace=BodyPace(settings.body_timeout_s, settings.min_body_rate, settings.body_rate_grace_s),
         budget=budget,
     )
     return app

@@ -34,6 +34,29 @@ class BodyTimeout(ServingError):
     status = 408
 
 
+@dataclass(frozen=True)
+class BodyPace:
+    """How slowly a request body may arrive: no part of it for `timeout_s` is a stall, and
+    after the first `grace_s` of reading it, fewer than `min_rate` bytes a second on
+    average is a trickle (as Kestrel's MinRequestBodyDataRate): a client sending a byte
+    every few seconds would otherwise hold its connection for as long as its declared
+    length lasts. Both get 408. `min_rate` 0: no rate."""
+
+    timeout_s: float
+    min_rate: float = 0.0
+    grace_s: float = 5.0
+
+    def wait(self, started: float, received: int, now: float) -> tuple[float, bool]:
+        """How long to wait for the next part of the body, read since `started` with
+        `received` bytes so far, and whether it is the rate that sets that wait."""
+        if self.min_rate <= 0:
+            return self.timeout_s, False
+        below_rate = started + self.grace_s + received / self.min_rate - now
+        if below_rate < self.timeout_s:
+            return max(below_rate, 0.0), True
+        return self.timeout_s, False
+
+
 @dataclass
 class BodyBudget:
     """Request-body bytes the server holds at once, summed over the requests being
@@ -51,13 +74,13 @@ class RequestContext:
         app: ASGIApp,
         metrics: Metrics,
         max_body_bytes: int,
-        body_timeout_s: float,
+        pace: BodyPace,
         budget: BodyBudget,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.limit = max_body_bytes
-        self.body_timeout = body_timeout_s
+        self.pace = pace
         self.budget = budget
 
     def _busy(self, more: int) -> Busy:
@@ -78,6 +101,16 @@ class RequestContext:
         if self.budget.held + declared > self.budget.limit:
             return self._busy(declared)
         return None
+
+    def _too_slow(self, by_rate: bool, received: int, since: float) -> BodyTimeout:
+        if not by_rate:
+            return BodyTimeout(f"no part of the request body arrived for {self.pace.timeout_s:g} s")
+        elapsed = time.perf_counter() - since
+        return BodyTimeout(
+            f"the request body arrived at {received / elapsed:.0f} bytes/s ({received} bytes "
+            f"in {elapsed:.1f} s); at least {self.pace.min_rate:g} bytes/s expected after "
+            f"the first {self.pace.grace_s:g} s"
+        )
 
     @staticmethod
     def _route(scope: Scope) -> str:
@@ -108,19 +141,22 @@ class RequestContext:
         received = 0  # this request's body bytes, held in the budget until it ends
         disconnected = False
         body_done = scope["method"] in ("GET", "HEAD")
+        reading_since: float | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received, disconnected, body_done
+            nonlocal received, disconnected, body_done, reading_since
             if body_done:  # afterwards the app only listens for a disconnect: no timeout
                 message = await receive()
             else:
+                now = time.perf_counter()
+                if reading_since is None:
+                    reading_since = now
+                wait, by_rate = self.pace.wait(reading_since, received, now)
                 try:  # a timer on this task, not wait_for's extra task per request
-                    async with asyncio.timeout(self.body_timeout):
+                    async with asyncio.timeout(wait):
                         message = await receive()
                 except TimeoutError:
-                    raise BodyTimeout(
-                        f"no part of the request body arrived for {self.body_timeout:g} s"
-                    ) from None
+                    raise self._too_slow(by_rate, received, reading_since) from None
                 body_done = not message.get("more_body", False)
             if message["type"] == "http.disconnect":
                 disconnected = True

@@ -163,6 +163,16 @@ class ServerSettings(RuntimeSettings):
         description="a client that sends no part of its request body for this long gets 408 "
         "(a stalled upload would otherwise hold its connection open)",
     )
+    min_body_rate: float = Field(
+        240.0,
+        ge=0,
+        description="bytes/s a request body must arrive at on average after "
+        "--body-rate-grace-s, else 408 (a body trickled a byte at a time would otherwise hold "
+        "its connection for as long as its length lasts); 0: no minimum",
+    )
+    body_rate_grace_s: float = Field(
+        5.0, ge=0, description="seconds of reading a request body before --min-body-rate applies"
+    )
     header_timeout_s: float = Field(
         10.0,
         gt=0,

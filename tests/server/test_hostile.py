@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -629,6 +630,33 @@ def test_a_client_that_stalls_mid_body_gets_408_and_the_server_keeps_serving(
     assert '{"error":"no part of the request body arrived for 0.5 s"}' in rest
     with server.client() as http:
         assert http.get("/v2/health/live").status_code == 200
+        body = {"instances": [[[0] * 8] * 8]}
+        assert http.post("/v1/models/digits:predict", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("path", [INFER, UPLOAD])
+def test_a_body_trickled_below_the_minimum_rate_gets_408(serve: Any, path: str) -> None:
+    """Headers promising 1000 bytes, then a byte every 0.2 s: never a stall as long as
+    --body-timeout-s, but once the grace is over the average rate (5 bytes/s) is below
+    --min-body-rate, so the server answers 408 instead of holding the connection while
+    the declared length lasts (over three minutes here)."""
+    server = serve(body_timeout_s=30, min_body_rate=100, body_rate_grace_s=0.5)
+    host, port = server.address.split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(_partial_request(path, host))
+        conn.settimeout(0.2)
+        deadline = time.monotonic() + 20
+        answer = ""
+        while not answer and time.monotonic() < deadline:
+            try:
+                answer = conn.recv(65536).decode("latin-1")
+            except TimeoutError:
+                conn.sendall(b"0")
+    status_line, _, rest = answer.partition("\r\n")
+    assert status_line == "HTTP/1.1 408 Request Timeout", answer[:300]
+    assert "bytes/s expected after the first 0.5 s" in rest
+    assert "at least 100 bytes/s" in rest
+    with server.client() as http:  # a body sent at once is not affected
         body = {"instances": [[[0] * 8] * 8]}
         assert http.post("/v1/models/digits:predict", json=body).status_code == 200
 
