@@ -32,6 +32,8 @@ DEFAULTS = {
     "--max-body-bytes": "33554432",
     "--max-body-bytes-in-flight": "1073741824",
     "--body-timeout-s": "30",
+    "--min-body-rate": "240",
+    "--body-rate-grace-s": "5",
     "--header-timeout-s": "10",
     "--max-header-bytes": "65536",
     "--poll-interval-s": "2",
