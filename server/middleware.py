@@ -105,7 +105,7 @@ class RequestContext:
     def _too_slow(self, by_rate: bool, received: int, since: float) -> BodyTimeout:
         if not by_rate:
             return BodyTimeout(f"no part of the request body arrived for {self.pace.timeout_s:g} s")
-        elapsed = time.perf_counter() - since
+        elapsed = max(time.perf_counter() - since, 1e-6)
         return BodyTimeout(
             f"the request body arrived at {received / elapsed:.0f} bytes/s ({received} bytes "
             f"in {elapsed:.1f} s); at least {self.pace.min_rate:g} bytes/s expected after "
