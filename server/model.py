@@ -62,6 +62,7 @@ class ServedModel:
         self.model_dir = model_dir
         self.settings = settings
         self.metrics = metrics
+        self._mutual_information = metrics.mutual_information.labels(name)
         self.runtime: EnsembleRuntime | None = None
         self.stamp: tuple[int, int] | None = None
         self.last_load = LoadState()
@@ -145,7 +146,7 @@ class ServedModel:
         else:
             result = combine(members, trained=answer.prediction.trained_probs[-take:])
         for value in result.mutual_information:
-            self.metrics.mutual_information.labels(self.name).observe(float(value))
+            self._mutual_information.observe(float(value))
         cycles = [e.cycle for e in used.members[-take:]]
         return Answer(result, used.manifest.classes, cycles, members)
 
