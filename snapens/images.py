@@ -62,8 +62,8 @@ def probe(data: bytes) -> tuple[str, tuple[int, int]]:
             return ("L" if img.mode in GREY_MODES else "RGB"), img.size
     except UnidentifiedImageError:
         raise ImageDecodeError(f"not a {FORMAT_NAMES} image") from None
-    except (OSError, ValueError) as exc:
-        raise ImageDecodeError(str(exc)) from None
+    except Exception as exc:  # see decode_image: any failure here is the image's
+        raise ImageDecodeError(str(exc) or type(exc).__name__) from None
 
 
 def decode_image(
@@ -92,7 +92,10 @@ def decode_image(
         ) from None
     except ImageDecodeError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:  # Pillow's plugins raise all three
+    except Exception as exc:
+        # Pillow's plugins raise what their parsing hits on malformed data: OSError,
+        # ValueError and SyntaxError, and also TypeError (a TIFF whose StripOffsets tag is
+        # typed DOUBLE), struct.error, IndexError... Whatever it is, the bytes are at fault.
         raise ImageDecodeError(str(exc) or type(exc).__name__) from None
     return array[:, :, None] if array.ndim == 2 else array
 

@@ -31,6 +31,7 @@ from server.settings import RuntimeSettings
 from snapens.images import to_model_input
 from tests.conftest import ROOT
 from tests.server.conftest import FIGURES, LiveServer
+from tests.snapens.test_images import tiff_with_strip_offsets_typed
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -205,9 +206,11 @@ def test_failed_rows_are_written_with_an_error_and_counted(
     digits_repo: Path, inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (inputs["folder"] / "broken.png").write_bytes(b"not an image")
+    # Pillow fails on this one with a TypeError, which used to end the run.
+    (inputs["folder"] / "strips.tif").write_bytes(tiff_with_strip_offsets_typed(12))
     with open(inputs["csv"], "a") as handle:
         handle.write("images/missing.png,99\n,100\n")
-    for source, failed in ((inputs["folder"], 1), (inputs["csv"], 2)):
+    for source, failed in ((inputs["folder"], 2), (inputs["csv"], 2)):
         out = tmp_path / f"{source.stem}.jsonl"
         assert (
             score(["--repository", str(digits_repo), "--input", str(source), "--output", str(out)])

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from tests.server.conftest import LiveServer, png
+from tests.snapens.test_images import tiff_with_strip_offsets_typed
 
 
 def test_image_upload_multipart_and_raw(
@@ -47,6 +48,14 @@ def test_upload_errors(server: LiveServer) -> None:
             bad.status_code == 415
             and "image 'x.png' is not a readable image" in bad.json()["error"]
         )
+        # Bytes on which Pillow's TIFF plugin fails with a TypeError (it was a 500).
+        strips = tiff_with_strip_offsets_typed(12)
+        for sent in (
+            {"files": [("file", ("s.tif", strips, "image/tiff"))]},
+            {"content": strips, "headers": {"Content-Type": "image/tiff"}},
+        ):
+            tiff = http.post("/v1/models/digits/images:predict", **sent)
+            assert tiff.status_code == 415 and "not a readable image" in tiff.json()["error"]
         wrong = http.post(
             "/v1/models/digits/images:predict",
             content=b"{}",
