@@ -193,6 +193,25 @@ class ServerSettings(RuntimeSettings):
         description="if set, required on every route but health, the demo page's files and the "
         "API documentation, as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
     )
+
+    @field_validator("api_key")
+    @classmethod
+    def _a_key_a_header_can_carry(cls, value: SecretStr | None) -> SecretStr | None:
+        """HTTP drops the whitespace around a header's value: an empty key would be
+        matched by an empty header, and one with a trailing newline (a secret made from a
+        file) by no header at all."""
+        if value is None:
+            return None
+        key = value.get_secret_value()
+        if not key.strip():
+            raise ValueError("the key is empty; unset the variable to serve without a key")
+        if key != key.strip():
+            raise ValueError(
+                "the key begins or ends with whitespace (a secret made from a file often ends "
+                "with a newline), which no client can send in a header; remove it"
+            )
+        return value
+
     log_level: LogLevel = Field(LogLevel.INFO, description="the least severe level logged")
     log_format: LogFormat = Field(
         LogFormat.JSON,

@@ -184,6 +184,18 @@ def test_a_flag_overrides_the_environment_and_the_env_file(
             "error: --m (or SNAPENS_M): Input should be greater than or equal to 1",
         ),
         (
+            [],
+            {"SNAPENS_API_KEY": ""},
+            "error: SNAPENS_API_KEY: the key is empty; unset the variable to serve without a key",
+        ),
+        (
+            [],
+            {"SNAPENS_API_KEY": "s3cret\n"},
+            "error: SNAPENS_API_KEY: the key begins or ends with whitespace (a "
+            "secret made from a file often ends with a newline), which no client can send in a "
+            "header; remove it",
+        ),
+        (
             ["--max-body-bytes-in-flight", "2000000"],
             {"SNAPENS_MAX_BODY_BYTES": "4000000"},
             "error: --max-body-bytes-in-flight (or SNAPENS_MAX_BODY_BYTES_IN_FLIGHT): 2000000 "
