@@ -34,6 +34,17 @@ class ScoreError(Exception):
     pass
 
 
+def count(text: str) -> int:
+    """A flag's whole number of at least 1 (argparse's type), else its usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m server.score",
@@ -67,17 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="model repository (default: %(default)s)",
     )
     add("--model", metavar="NAME", help="model folder name (default: the repository's only model)")
-    add("--m", type=int, metavar="INT", help="snapshots to use (default: the manifest's default_m)")
+    add(
+        "--m",
+        type=count,
+        metavar="INT",
+        help="snapshots to use (default: the manifest's default_m)",
+    )
     add(
         "--batch-size",
-        type=int,
+        type=count,
         default=256,
         metavar="INT",
         help="rows per onnxruntime run (default: %(default)s)",
     )
     add(
         "--chunk-rows",
-        type=int,
+        type=count,
         metavar="INT",
         help="rows read, decoded and written at a time (default: ~64 MiB)",
     )
@@ -96,14 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--decode-workers",
-        type=int,
+        type=count,
         default=os.cpu_count() or 1,
         metavar="INT",
         help="image decoding threads (default: the CPUs, %(default)s here)",
     )
     add(
         "--actors",
-        type=int,
+        type=count,
         metavar="INT",
         help="Ray: scoring actors (default: one per GPU, else CPUs / 2)",
     )
@@ -157,6 +173,9 @@ def run(args: argparse.Namespace) -> tuple[Totals, float | None, Path]:
     model_dir = resolve_model(args.repository, args.model)
     output = Output(args.output, args.overwrite, args.resume)  # refuse a bad output before any work
     runtime = EnsembleRuntime.load(model_dir, args.m, settings)
+    if not args.quiet:
+        for warning in runtime.warnings:  # e.g. --m beyond the snapshots there are
+            print(f"warning: {warning}", file=sys.stderr)
     spec = runtime.manifest.input
     source = open_source(args.input, spec, args.column, settings.max_image_pixels)
     row_bytes = 4 * spec.channels * spec.height * spec.width

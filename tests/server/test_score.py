@@ -502,6 +502,43 @@ def test_bad_input_is_one_clear_message_and_leaves_nothing(
     assert (work / "exists.csv").read_text() == "old"
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--batch-size", "0"), ("--batch-size", "-5"), ("--decode-workers", "0"),
+     ("--chunk-rows", "-3"), ("--m", "0"), ("--actors", "two")],
+)  # fmt: skip
+def test_a_count_flag_below_one_is_a_usage_error(
+    digits_repo: Path,
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    value: str,
+) -> None:
+    """Before, --batch-size 0 ended in a ZeroDivisionError, -5 in a traceback with the
+    .partial left behind, --decode-workers 0 in the thread pool's ValueError, --chunk-rows
+    -3 in 'empty input', and --m 0 meant the default."""
+    out = tmp_path / "o.parquet"
+    argv = ["--repository", str(digits_repo), "--input", str(inputs["npy"]), "--output", str(out)]
+    with pytest.raises(SystemExit) as exited:
+        score([*argv, flag, value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected a whole number of at least 1, got '{value}'" in err
+    assert not list(tmp_path.glob("o.parquet*"))
+
+
+def test_m_beyond_the_snapshots_is_said(
+    digits_repo: Path, inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o.parquet"
+    argv = ["--repository", str(digits_repo), "--input", str(inputs["npy"]), "--output", str(out)]
+    assert score([*argv, "--m", "99"]) == 0
+    assert "warning: asked for m=99, the manifest lists 5 snapshots: serving those" in (
+        capsys.readouterr().err
+    )
+
+
 def test_images_over_the_pixel_limit_fail_as_rows_undecoded(
     digits_repo: Path, inputs: dict[str, Path], tmp_path: Path
 ) -> None:
