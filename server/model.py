@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from server.batching import DynamicBatcher
-from server.errors import BadRequest, NotReady
+from server.errors import BadRequest, Conflict, NotReady
 from server.metrics import Metrics
 from server.runtime import EnsembleRuntime, Float32Array, RuntimeLoadError
 from server.settings import ServerSettings
@@ -138,6 +138,11 @@ class ServedModel:
         if m is not None and not 1 <= m <= runtime.m:
             raise BadRequest(f"m must be between 1 and {runtime.m} (the snapshots loaded), got {m}")
         answer, used = await self.batcher.submit(x, m)
+        if m is not None and m > used.m:
+            raise Conflict(
+                f"the model was reloaded while the request waited and now has {used.m} "
+                f"snapshots loaded, fewer than m={m}; send it again with m at most {used.m}"
+            )
         take = min(m or used.default_m, used.m)
         members = answer.prediction.member_probs[-take:]
         # The batch combined the served members; another m needs its own figures.

@@ -3,12 +3,18 @@ loaded, so a request may ask for more (up to all of them) or fewer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from server.errors import Conflict
+from server.metrics import Metrics
+from server.model import Answer, ServedModel
+from server.runtime import EnsembleRuntime
+from server.settings import ServerSettings
 from snapens.ensemble import combine, softmax
 from snapens.manifest import read_manifest, write_manifest
 from tests.server.conftest import FIGURES, LiveServer
@@ -66,3 +72,33 @@ def test_an_answer_for_another_m_takes_its_figures_from_the_members_as_trained(
         assert prediction["confidence"] == pytest.approx(expected.confidence[n], abs=1e-6)
         for name in FIGURES:
             assert prediction[name] == pytest.approx(getattr(expected, name)[n], abs=1e-6), name
+
+
+def test_an_m_a_reload_took_away_while_the_request_waited_is_a_409(
+    digits_repo: Path, digit_images: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """m is checked against the set serving when the request arrives; the batch runs on the
+    set serving when it starts. If a reload swapped in fewer snapshots between the two, the
+    answer must not quietly average fewer members than asked (it came back with m 4 or 2
+    for m 5): the request gets a 409 saying so, as for a changed input."""
+    folder = digits_repo / "digits"
+    settings = ServerSettings(repository=digits_repo, providers="cpu")
+    smaller = EnsembleRuntime.load(folder, 2, settings)
+    x = digit_images[0][:1].astype(np.float32)
+
+    async def scenario() -> tuple[BaseException | None, Answer]:
+        model = ServedModel("digits", folder, settings, Metrics())
+        await model.load()
+        model.batcher.start()
+        waiting = asyncio.create_task(model.predict(x, 5))
+        await asyncio.sleep(0)  # m=5 checked against the five loaded; the batch not yet run
+        model.runtime = smaller  # what a reload does
+        refused = (await asyncio.gather(waiting, return_exceptions=True))[0]
+        fitting = await model.predict(x, 2)
+        await model.batcher.close()
+        return refused if isinstance(refused, BaseException) else None, fitting
+
+    refused, fitting = asyncio.run(scenario())
+    assert isinstance(refused, Conflict) and refused.status == 409
+    assert "now has 2 snapshots loaded, fewer than m=5" in refused.message
+    assert fitting.members == [4, 5]
