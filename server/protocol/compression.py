@@ -30,3 +30,12 @@ def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
     if inflater.unused_data:
         raise BadRequest(f"the body has {len(inflater.unused_data)} bytes after its {name} stream")
     return data
+
+
+def require_identity(encoding: str | None, what: str) -> None:
+    """Refuse a Content-Encoding on a body read as it streams, which is not inflated."""
+    if encoding is not None and encoding.lower() != "identity":
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} on {what}: expected none (the images in it are "
+            "compressed already)"
+        )

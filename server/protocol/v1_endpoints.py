@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 from server.errors import INPUT_ERRORS, LOOKUP_ERRORS, client_input
 from server.model import ServedModel
 from server.protocol import v1_codec
+from server.protocol.compression import require_identity
 from server.protocol.dependencies import Decoder, Repository, Settings
 from server.protocol.json_route import OrjsonRoute
 from server.protocol.tensors import check_batch
@@ -112,6 +113,7 @@ async def predict_images(
     images: list[tuple[str, bytes]] = []
     content_type = request.headers.get("content-type", "")
     if v1_codec.upload_kind(content_type) == "multipart":
+        require_identity(request.headers.get("content-encoding"), "a multipart upload")
         async with request.form(max_files=limit, max_fields=limit) as form:
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):

@@ -56,6 +56,19 @@ def test_upload_errors(server: LiveServer) -> None:
         ):
             tiff = http.post("/v1/models/digits/images:predict", **sent)
             assert tiff.status_code == 415 and "not a readable image" in tiff.json()["error"]
+        # A multipart body is parsed as it streams, never inflated: a compressed one was
+        # "Invalid multipart data" (gzip) or had its encoding ignored (br).
+        for encoding in ("gzip", "br"):
+            compressed = http.post(
+                "/v1/models/digits/images:predict",
+                files=[("file", ("a.png", png(np.zeros((8, 8))), "image/png"))],
+                headers={"Content-Encoding": encoding},
+            )
+            assert compressed.status_code == 415, compressed.text
+            assert compressed.json()["error"] == (
+                f"Content-Encoding '{encoding}' on a multipart upload: expected none (the "
+                "images in it are compressed already)"
+            )
         wrong = http.post(
             "/v1/models/digits/images:predict",
             content=b"{}",
