@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from typing import Any
 
@@ -90,5 +89,5 @@ def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
         "http": guarded_http(settings),
         "log_config": None,
         "access_log": False,
-        "timeout_graceful_shutdown": math.ceil(settings.graceful_shutdown_s),
+        "timeout_graceful_shutdown": settings.graceful_shutdown_s,  # a float works: asyncio.timeout
     }
