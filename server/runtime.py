@@ -213,6 +213,7 @@ class EnsembleRuntime:
             warnings.append(
                 f"asked for m={wanted}, the manifest lists {len(members)} snapshots: serving those"
             )
+            log.warning("%s: %s", manifest.name, warnings[-1])
         graphs = []
         for entry in members:
             data = read_snapshot(model_dir, entry)

@@ -173,9 +173,6 @@ def run(args: argparse.Namespace) -> tuple[Totals, float | None, Path]:
     model_dir = resolve_model(args.repository, args.model)
     output = Output(args.output, args.overwrite, args.resume)  # refuse a bad output before any work
     runtime = EnsembleRuntime.load(model_dir, args.m, settings)
-    if not args.quiet:
-        for warning in runtime.warnings:  # e.g. --m beyond the snapshots there are
-            print(f"warning: {warning}", file=sys.stderr)
     spec = runtime.manifest.input
     source = open_source(args.input, spec, args.column, settings.max_image_pixels)
     row_bytes = 4 * spec.channels * spec.height * spec.width

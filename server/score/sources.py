@@ -235,6 +235,14 @@ def _zip(path: Path, spec: InputSpec) -> ImageSource:
     return ImageSource(path, names, archive.read, spec, closer=archive.close)
 
 
+def _check_path_column(path: Path, column: str, kind: pa.DataType) -> None:
+    """A Parquet column of image paths is strings (a CSV's is read as strings)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise InputError(f"{path}: column {column!r} holds {kind}, not image paths (strings)")
+
+
 def _table(path: Path, spec: InputSpec, column: str) -> ImageSource:
     base = path.parent
 
@@ -247,6 +255,8 @@ def _table(path: Path, spec: InputSpec, column: str) -> ImageSource:
             parquet = pq.ParquetFile(path)
             names = parquet.schema_arrow.names
             rows: int | None = parquet.metadata.num_rows
+            if column in names:
+                _check_path_column(path, column, parquet.schema_arrow.field(column).type)
 
             def batches() -> Iterator[list[str | None]]:
                 for batch in parquet.iter_batches(batch_size=4096, columns=[column]):

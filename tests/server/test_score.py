@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import random
 import signal
@@ -502,6 +503,21 @@ def test_bad_input_is_one_clear_message_and_leaves_nothing(
     assert (work / "exists.csv").read_text() == "old"
 
 
+def test_a_parquet_column_that_is_not_paths_is_one_clear_message(
+    digits_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, a list-typed column ended in pyarrow's ArrowNotImplementedError."""
+    table = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"path": [["a.png", "b.png"]], "n": [1]}), table)
+    out = tmp_path / "o.parquet"
+    for column, held in (("path", "list<element: string>"), ("n", "int64")):
+        argv = ["--repository", str(digits_repo), "--input", str(table), "--output", str(out)]
+        assert score([*argv, "--column", column]) == 2
+        err = capsys.readouterr().err
+        assert f"column {column!r} holds {held}, not image paths (strings)" in err
+        assert "Traceback" not in err and not out.exists()
+
+
 @pytest.mark.parametrize(
     ("flag", "value"),
     [("--batch-size", "0"), ("--batch-size", "-5"), ("--decode-workers", "0"),
@@ -529,14 +545,17 @@ def test_a_count_flag_below_one_is_a_usage_error(
 
 
 def test_m_beyond_the_snapshots_is_said(
-    digits_repo: Path, inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    digits_repo: Path, inputs: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """--m beyond the snapshots scores with those there are, and says so (a warning of the
+    runtime's log, which the command prints)."""
     out = tmp_path / "o.parquet"
     argv = ["--repository", str(digits_repo), "--input", str(inputs["npy"]), "--output", str(out)]
-    assert score([*argv, "--m", "99"]) == 0
-    assert "warning: asked for m=99, the manifest lists 5 snapshots: serving those" in (
-        capsys.readouterr().err
-    )
+    with caplog.at_level(logging.WARNING, logger="snapens.runtime"):
+        assert score([*argv, "--m", "99", "--quiet"]) == 0
+    assert "digits: asked for m=99, the manifest lists 5 snapshots: serving those" in [
+        r.getMessage() for r in caplog.records
+    ]
 
 
 def test_images_over_the_pixel_limit_fail_as_rows_undecoded(
