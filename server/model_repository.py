@@ -71,8 +71,13 @@ class ModelRepository:
         return self.settings.model_copy(update={"intra_op_spinning": spinning})
 
     async def refresh(self) -> None:
-        """Add new model folders and reload those whose manifest changed."""
+        """Add new model folders, reload those whose manifest changed, and unload those
+        whose folder or manifest is gone (as Triton's repository polling does). Where the
+        repository itself cannot be seen (a volume briefly away), nothing is unloaded."""
         folders = self.folders()
+        if self.root.is_dir():
+            for name in [name for name in self.models if name not in folders]:
+                await self._unload(name)
         settings = self.model_settings(len(folders))
         for served in self.models.values():
             served.settings = settings
@@ -115,6 +120,14 @@ class ModelRepository:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         await asyncio.gather(*(model.batcher.close() for model in self.models.values()))
+
+    async def _unload(self, name: str) -> None:
+        """Stop serving `name`: new requests get 404, those already queued their answers."""
+        model = self.models.pop(name)
+        log.info("model folder %s is gone from the repository: unloaded", name)
+        with contextlib.suppress(KeyError):  # a model that never loaded has no such series
+            self.metrics.snapshots.remove(name)
+        await model.batcher.close()
 
     def _add(self, name: str, folder: Path, settings: ServerSettings) -> ServedModel:
         model = ServedModel(name, folder, settings, self.metrics)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from server.errors import NotFound
 from server.metrics import Metrics
 from server.model import ServedModel
 from server.model_repository import ModelRepository
@@ -67,3 +70,39 @@ def test_a_model_added_later_turns_spinning_off_at_each_next_load(
         {"first": "1", "second": "0"},
         {"first": "0", "second": "0"},
     ]
+
+
+def test_a_model_whose_folder_is_gone_is_unloaded_unless_the_repository_is(
+    synthetic_digits: Path, tmp_path: Path
+) -> None:
+    """As Triton's polling: a removed model folder is unloaded at the next refresh (404
+    after), but a repository that cannot be seen at all unloads nothing (before, a removed
+    model went on being served and reported ready)."""
+    root = tmp_path / "models"
+    for name in ("first", "second"):
+        copy_model(synthetic_digits, root, name)
+    settings = ServerSettings(repository=root, poll_interval_s=0)
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        repository = ModelRepository(settings, Metrics())
+        await repository.start()
+        try:
+            away = tmp_path / "away"
+            root.rename(away)  # the volume is away: keep serving what is loaded
+            await repository.refresh()
+            kept = sorted(repository.models)
+            away.rename(root)
+            shutil.rmtree(root / "second")
+            await repository.refresh()
+            with pytest.raises(NotFound, match="unknown model 'second'"):
+                repository.get("second")
+            x = np.zeros((1, 1, 8, 8), np.float32)
+            answered = (await repository.get("first").predict(x, None)).members
+            return kept, sorted(repository.models), [str(c) for c in answered]
+        finally:
+            await repository.close()
+
+    kept, after, answered = asyncio.run(scenario())
+    assert kept == ["first", "second"]
+    assert after == ["first"]
+    assert answered
