@@ -204,7 +204,9 @@ async def read_reply(reader: asyncio.StreamReader) -> bytes:
     return status
 
 
-async def _client(port: int, request: bytes, until: float, latencies: list[float]) -> None:
+async def client(port: int, request: bytes, until: float, latencies: list[float]) -> None:
+    """One closed-loop client on a keep-alive connection: sends `request` again as soon
+    as it has the answer, until `until`, recording each latency."""
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
         while time.perf_counter() < until:
@@ -246,7 +248,7 @@ def load(
     async def run(clients: int, seconds: float, into: list[float]) -> None:
         until = time.perf_counter() + seconds
         await asyncio.gather(
-            *(_client(port, requests[i % len(requests)], until, into) for i in range(clients))
+            *(client(port, requests[i % len(requests)], until, into) for i in range(clients))
         )
 
     asyncio.run(run(len(requests), 0.5, []))  # warm-up: one client per request

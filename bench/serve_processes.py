@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serve_load import (
     Figures,
-    _client,
+    client,
     ensure_model,
     load_arguments,
     raw,
@@ -57,7 +57,7 @@ def spread(ports: list[int], request: bytes, concurrency: int, seconds: float) -
     async def run(clients: int, seconds: float, into: list[float]) -> None:
         until = time.perf_counter() + seconds
         await asyncio.gather(
-            *(_client(ports[i % len(ports)], request, until, into) for i in range(clients))
+            *(client(ports[i % len(ports)], request, until, into) for i in range(clients))
         )
 
     asyncio.run(run(len(ports), 0.5, []))  # warm-up: every process answers

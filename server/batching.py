@@ -137,8 +137,9 @@ class DynamicBatcher:
 
     def _take(self) -> list[_Pending]:
         """Requests for one batch: whole requests up to max_rows (a larger one goes alone),
-        and with several workers up to this worker's share."""
-        most = self._share() if self._workers > 1 else len(self._pending)
+        and with several workers up to this worker's share (one worker's share is at least
+        every request queued)."""
+        most = self._share()
         batch = [self._pending.popleft()]
         rows = len(batch[0].x)
         while (

@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from server.cli import settings_from
+
 TIMEOUT_S = 3.0
 FIRST_PROCESS = Path("/proc/1/cmdline")
 EVERY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
@@ -33,8 +35,6 @@ def server_flags(cmdline: bytes) -> list[str]:
 
 def ready_url(flags: list[str]) -> str:
     """Where the server started with `flags` (and this environment) answers readiness."""
-    from server.cli import settings_from
-
     settings = settings_from(flags)
     host = EVERY_ADDRESS.get(settings.host, settings.host)
     if ":" in host:

@@ -10,8 +10,8 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import Busy, PayloadTooLarge, ServingError, error_response
@@ -83,7 +83,7 @@ class RequestContext:
         self.limit = max_body_bytes
         self.pace = pace
         self.budget = budget
-        self._known: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._known: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def _busy(self, more: int) -> Busy:
         return Busy(
@@ -114,7 +114,7 @@ class RequestContext:
             f"the first {self.pace.grace_s:g} s"
         )
 
-    def _series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+    def _series(self, method: str, route: str, status: int) -> tuple[Counter, Histogram]:
         """The request counter's and the latency histogram's series for these labels,
         looked up once (labels() costs about a microsecond a call; the methods the HTTP
         parser accepts, the route templates and the statuses are few)."""
