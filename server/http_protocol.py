@@ -23,6 +23,37 @@ from server.settings import ServerSettings
 log = logging.getLogger("snapens.server")
 
 
+class CoalescingTransport:
+    """A transport whose writes within one turn of the event loop leave in one system call.
+
+    uvicorn writes a response's status line and headers, then its body: two `send` calls
+    and, with TCP_NODELAY, two segments, each waking the client. Here the writes are kept
+    until the loop's next turn (no timer: what is ready is sent as soon as the handler
+    yields) and leave together; closing sends what is kept first."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._kept: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._kept:
+            self._loop.call_soon(self._flush)
+        self._kept.append(data)
+
+    def _flush(self) -> None:
+        kept, self._kept = self._kept, []
+        if kept and not self._transport.is_closing():
+            self._transport.writelines(kept)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     head_timeout_s: float = 10.0
     max_head_bytes: int = 64 * 1024
@@ -36,6 +67,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:

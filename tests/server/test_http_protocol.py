@@ -4,6 +4,7 @@ the requests of a well-behaved client are not."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from server.http_protocol import CoalescingTransport
 from tests.server.conftest import LiveServer
 
 HEALTH = b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n"
@@ -129,3 +131,38 @@ def test_a_large_body_and_the_next_request_in_one_write_are_both_served(
         status, _, answer = _response(sock)
         assert status == 200, answer
         assert _response(sock)[0] == 200
+
+
+def test_a_response_asking_to_close_is_sent_whole_before_the_connection_closes(
+    guarded: LiveServer,
+) -> None:
+    """The transport keeps writes until the loop's next turn; closing must send them first."""
+    with _connect(guarded) as sock:
+        sock.sendall(HEALTH.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        status, headers, body = _response(sock)
+        assert status == 200 and json.loads(body) == {"live": True}
+        assert headers["connection"] == "close"
+        assert _closed(sock)
+
+
+def test_writes_in_one_turn_of_the_loop_leave_together_and_closing_sends_what_is_kept() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        coalescing = CoalescingTransport(transport, loop)  # type: ignore[arg-type]
+        coalescing.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        coalescing.write(b"body")
+        with pytest.raises(BlockingIOError):  # nothing has left yet
+            theirs.recv(100)
+        await asyncio.sleep(0)  # one turn of the loop
+        assert theirs.recv(100) == b"HTTP/1.1 200 OK\r\n\r\nbody"  # both, in one piece
+        coalescing.write(b"last")
+        coalescing.close()
+        await asyncio.sleep(0.05)
+        assert theirs.recv(100) == b"last"
+        assert theirs.recv(100) == b""  # then the end of the connection
+        theirs.close()
+
+    asyncio.run(scenario())
