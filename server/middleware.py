@@ -25,6 +25,7 @@ log = logging.getLogger("snapens.server")
 # What the logs and metrics record for a client that left before its answer (nginx's
 # code): no fault of the server, so not a 5xx that would set off its alerts.
 CLIENT_CLOSED_REQUEST = 499
+SHUTTING_DOWN = "the server stopped before the answer was ready; send the request again"
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -191,6 +192,12 @@ class RequestContext:
                 await refusal.response()(scope, receive, send_with_id)
             else:
                 await self.app(scope, limited_receive, send_with_id)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when --graceful-shutdown-s is up; the task
+            # ends here, answered, rather than in uvicorn's plain-text 500 and traceback.
+            if not (disconnected or started_response):
+                log.warning("stopped before the answer to %s %s", scope["method"], scope["path"])
+                await error_response(503, SHUTTING_DOWN)(scope, receive, send_with_id)
         except Exception:
             if not (disconnected and not started_response):  # else: nobody left to answer
                 log.exception("unexpected error on %s %s", scope["method"], scope["path"])

@@ -3,8 +3,10 @@ missing repository or a bad setting with its exit code."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +43,50 @@ def test_cli_serves_and_stops_gracefully_on_sigterm(digits_repo: Path) -> None:
     assert not [r for r in records if r["level"] == "error"], out
 
 
+def test_a_request_still_running_when_the_graceful_shutdown_runs_out_gets_503(
+    digits_repo: Path,
+) -> None:
+    """uvicorn cancels what still runs after --graceful-shutdown-s: the client is told to
+    send again (JSON, with its request id), and the log has one warning, no traceback."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "server", "--repository", str(digits_repo)),
+            *("--port", str(port), "--graceful-shutdown-s", "0.3", "--log-format", "json"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: _ready(port), timeout=60)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(  # a body that never completes keeps the request running
+                b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: test\r\n"
+                b"Content-Type: application/json\r\nX-Request-ID: unfinished-1\r\n"
+                b'Content-Length: 100\r\n\r\n{"inputs"'
+            )
+            time.sleep(0.5)  # the request's head is read and its body awaited
+            process.send_signal(signal.SIGTERM)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        out, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 "), answer
+    assert b"x-request-id: unfinished-1" in head.lower()
+    assert "send the request again" in json.loads(body)["error"]
+    records = log_records(out)
+    assert [r["level"] for r in records if r.get("request_id") == "unfinished-1"] == [
+        "warning",
+        "info",  # the access log's line: 503
+    ], out
+    assert not any("Exception in ASGI application" in r["msg"] for r in records), out
+
+
 def _ready(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200
@@ -68,4 +114,3 @@ def test_cli_rejects_bad_settings(tmp_path: Path) -> None:
         env={**os.environ, "SNAPENS_MAX_BATCH_SIZE": "zero"},
     )
     assert bad_env.returncode == 1 and "SNAPENS_MAX_BATCH_SIZE" in bad_env.stderr
-    assert time.time() > 0
