@@ -45,13 +45,15 @@ async def server_metadata() -> ServerMetadataResponse:
     )
 
 
-@health.get("/v2/health/live", response_model=LiveResponse)
+# HEAD too: probes and load balancers that ask with HEAD get the status without a body.
+@health.api_route("/v2/health/live", methods=["GET", "HEAD"], response_model=LiveResponse)
 async def live() -> LiveResponse:
     return LiveResponse(live=True)
 
 
-@health.get(
+@health.api_route(
     "/v2/health/ready",
+    methods=["GET", "HEAD"],
     response_model=ReadyResponse,
     responses={503: {"model": ReadyResponse, "description": "No model is ready yet"}},
 )

@@ -104,6 +104,7 @@ def test_a_set_that_fails_its_checks_is_kept_out_and_the_old_one_serves(
         )
         assert response.status_code == 200 and response.json()["snapshots"] == [1, 2, 3, 4, 5]
         assert http.get("/v2/health/ready").status_code == 200
+        assert http.head("/v2/health/ready").status_code == 200
         (index,) = http.post("/v2/repository/index").json()
         assert index["state"] == "READY" and "006.onnx: sha256" in index["reason"]
 
@@ -154,6 +155,9 @@ def test_a_model_without_snapshots_is_not_ready_and_answers_503(
         )
         assert http.get("/v2/health/live").status_code == 200
         assert http.get("/v2/health/ready").status_code == 503
+        head = http.head("/v2/health/ready")  # as probes that ask with HEAD do
+        assert head.status_code == 503 and head.content == b""
+        assert http.head("/v2/health/live").status_code == 200
         assert http.get("/v2/models/digits/ready").status_code == 503
         body = {
             "inputs": [
