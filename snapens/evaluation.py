@@ -52,9 +52,11 @@ def expected_calibration_error(
 
 
 def brier_score(probabilities: np.ndarray, targets: np.ndarray) -> float:
-    """Mean over inputs of Σ_k (p_k − 1[k = y])²."""
-    onehot = np.eye(probabilities.shape[-1])[targets]
-    return float(((probabilities - onehot) ** 2).sum(axis=-1).mean())
+    """Mean over inputs of Σ_k (p_k − 1[k = y])² = Σ_k p_k² − 2 p_y + 1, without the
+    one-hot matrix (K² memory for K classes)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    true = np.take_along_axis(p, np.asarray(targets)[:, None], axis=-1)[:, 0]
+    return float(((p**2).sum(axis=-1) - 2 * true + 1).mean())
 
 
 def auroc(scores: np.ndarray, positives: np.ndarray) -> float | None:

@@ -21,6 +21,7 @@ from snapens.manifest import (
     ManifestError,
     SnapshotEntry,
     read_manifest,
+    read_snapshot,
     snapshot_file_name,
     utc_now,
     write_manifest,
@@ -60,27 +61,40 @@ class ModelFolder:
         return self._manifest
 
     def exists(self) -> bool:
+        if self.path.is_file() or self.path.is_symlink():
+            return True
         return self.path.exists() and any(self.path.iterdir())
 
     def check_target(self, overwrite: bool, resume: bool) -> None:
         """Refuse to touch an existing folder unless asked to; fail before any training."""
         if resume:
             if not self.checkpoint_path.is_file():
+                again = (
+                    "start it again with --overwrite (it stopped before its first epoch ended)"
+                    if self.exists()
+                    else "start a new run without --resume"
+                )
                 raise FolderError(
-                    f"--resume: {self.path} has no checkpoint to resume from; "
-                    "start a new run without --resume"
+                    f"--resume: {self.path} has no checkpoint to resume from; {again}"
                 )
             return
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise FolderError(f"the repository {self.path.parent} is a file, not a folder")
         if self.exists() and not overwrite:
+            ways = (
+                "pass --resume to continue it, --overwrite"
+                if self.checkpoint_path.is_file()
+                else "pass --overwrite"  # nothing to resume from
+            )
             raise FolderError(
-                f"{self.path} already exists: pass --resume to continue it, "
-                "--overwrite to replace it, "
-                "or choose another --name"
+                f"{self.path} already exists: {ways} to replace it, or choose another --name"
             )
 
     def create(self, manifest: Manifest) -> None:
         """Start a fresh folder (replacing an old one when overwriting) with an empty manifest."""
-        if self.path.exists():
+        if self.path.is_symlink() or self.path.is_file():
+            self.path.unlink()  # --overwrite replaces the link or file, never what it points to
+        elif self.path.exists():
             shutil.rmtree(self.path)
         (self.path / SNAPSHOT_DIR).mkdir(parents=True)
         self._write(manifest)
@@ -101,6 +115,14 @@ class ModelFolder:
             raise FolderError(f"--resume: {exc}") from None
         keep = [s for s in manifest.snapshots if s.step <= last_step]
         dropped = [s for s in manifest.snapshots if s.step > last_step]
+        for entry in keep:  # the run cannot take them again: they must be whole
+            try:
+                read_snapshot(self.path, entry)
+            except ManifestError as exc:
+                raise FolderError(
+                    f"--resume: {exc}; the run cannot take snapshot {entry.cycle} again: "
+                    "start over with --overwrite"
+                ) from None
         self._write(manifest.model_copy(update={"snapshots": keep, "state": "training"}))
         for entry in dropped:
             (self.path / entry.file).unlink(missing_ok=True)

@@ -7,19 +7,27 @@ sha256 matches, so a half-written or tampered snapshot is never served.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from snapens.atomic import atomic_write_bytes, sha256_bytes
-from snapens.validation import one_line
+from snapens.validation import check_plain_name, one_line
 
 FORMAT_VERSION: Literal[1] = 1
 MANIFEST_FILE = "manifest.json"
 SNAPSHOT_DIR = "snapshots"
+# The fitted temperature lies in 0.05..20 (snapens.calibration); far beyond, float32
+# arithmetic in the fused graph would overflow or divide by zero.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
+MAX_SIDE = 8192  # pixels: an input's height and width
+MAX_SNAPSHOT_BYTES = 2**31  # protobuf's limit on one ONNX file
+SNAPSHOT_FILE = re.compile(rf"{SNAPSHOT_DIR}/[A-Za-z0-9_-][A-Za-z0-9._-]*\.onnx")
 
 
 class ManifestError(Exception):
@@ -31,7 +39,7 @@ def utc_now() -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class InputSpec(_Strict):
@@ -50,8 +58,10 @@ class InputSpec(_Strict):
     @field_validator("shape")
     @classmethod
     def _nchw(cls, shape: list[int]) -> list[int]:
-        if len(shape) != 4 or shape[0] != -1 or any(d <= 0 for d in shape[1:]):
-            raise ValueError(f"expected [-1, C, H, W] with positive C, H, W, got {shape}")
+        if len(shape) != 4 or shape[0] != -1 or any(not 0 < d <= MAX_SIDE for d in shape[1:]):
+            raise ValueError(
+                f"expected [-1, C, H, W] with C, H, W from 1 to {MAX_SIDE}, got {shape}"
+            )
         return shape
 
     @model_validator(mode="after")
@@ -97,25 +107,28 @@ class OutputSpec(_Strict):
 class SnapshotEntry(_Strict):
     file: str = Field(description="path relative to the model folder, e.g. snapshots/001.onnx")
     sha256: str
-    bytes: int
-    cycle: int = Field(ge=1)
+    bytes: int = Field(ge=1, le=MAX_SNAPSHOT_BYTES, strict=True)
+    cycle: int = Field(ge=1, strict=True)
     epoch: float = Field(ge=0, description="epochs completed when the snapshot was taken")
-    step: int = Field(ge=1, description="optimizer steps completed when the snapshot was taken")
-    lr: float = Field(description="learning rate of the snapshot's last iteration")
-    val_accuracy: float
-    val_nll: float
+    step: int = Field(
+        ge=1, strict=True, description="optimizer steps completed when the snapshot was taken"
+    )
+    lr: float = Field(ge=0, description="learning rate of the snapshot's last iteration")
+    val_accuracy: float = Field(ge=0, le=1)
+    val_nll: float = Field(ge=0)
     export_max_abs_diff: float = Field(
-        description="max |softmax(onnxruntime) - softmax(torch)| on a validation batch"
+        ge=0, description="max |softmax(onnxruntime) - softmax(torch)| on a validation batch"
     )
     created_at: str
 
     @field_validator("file")
     @classmethod
-    def _inside_model_folder(cls, file: str) -> str:
-        parts = PurePosixPath(file).parts
-        if file.startswith("/") or ".." in parts or not file.endswith(".onnx"):
+    def _inside_snapshot_folder(cls, file: str) -> str:
+        # One spelling per file (no "./", no "a/../"), so two entries cannot name one file.
+        if not SNAPSHOT_FILE.fullmatch(file):
             raise ValueError(
-                f"snapshot file must be a relative .onnx path inside the folder: {file}"
+                f"snapshot file must be {SNAPSHOT_DIR}/<name>.onnx (letters, digits, '.', "
+                f"'_', '-'), got {file!r}"
             )
         return file
 
@@ -138,11 +151,13 @@ class Manifest(_Strict):
     input: InputSpec
     output: OutputSpec
     classes: list[str] = Field(min_length=2)
-    default_m: int = Field(ge=1, description="how many of the last snapshots to serve by default")
+    default_m: int = Field(
+        ge=1, strict=True, description="how many of the last snapshots to serve by default"
+    )
     temperature: float = Field(
         1.0,
-        gt=0,
-        allow_inf_nan=False,
+        ge=MIN_TEMPERATURE,
+        le=MAX_TEMPERATURE,
         description="every member's logits are divided by it before the softmax, in every "
         "execution path (fitted on the validation split; 1 = none, and the default for "
         "manifests written before it existed)",
@@ -151,6 +166,25 @@ class Manifest(_Strict):
     training: dict[str, Any] = Field(
         description="dataset, architecture, schedule and its parameters, budget, seed"
     )
+
+    @field_validator("format_version", mode="before")
+    @classmethod
+    def _a_number(cls, version: Any) -> Any:
+        if isinstance(version, bool):  # true == 1 in Python: not a version
+            raise ValueError(f"format_version must be the number {FORMAT_VERSION}")
+        return version
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        return check_plain_name(name)
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, classes: list[str]) -> list[str]:
+        if any(not c.strip() for c in classes) or len(set(classes)) < len(classes):
+            raise ValueError("class names must be distinct and not empty")
+        return classes
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -163,6 +197,9 @@ class Manifest(_Strict):
             raise ValueError("snapshots must be in training order with distinct cycles")
         if len({s.file for s in self.snapshots}) != len(self.snapshots):
             raise ValueError("two snapshots name the same file")
+        steps = [s.step for s in self.snapshots]
+        if any(later <= earlier for earlier, later in itertools.pairwise(steps)):
+            raise ValueError("snapshot steps must increase in training order")
         return self
 
     def last(self, m: int) -> list[SnapshotEntry]:
@@ -199,6 +236,8 @@ def read_manifest(model_dir: Path) -> Manifest:
         raise ManifestError(f"{path}: not a manifest (nested too deeply)") from None
     except ValidationError as exc:
         raise ManifestError(f"{path}: {one_line(exc, 'manifest')}") from None
+    except ValueError as exc:  # json's own limits, e.g. an integer of over 4300 digits
+        raise ManifestError(f"{path}: not a manifest ({exc})") from None
 
 
 def write_manifest(model_dir: Path, manifest: Manifest) -> None:
@@ -220,6 +259,8 @@ def read_snapshot(model_dir: Path, entry: SnapshotEntry) -> bytes:
         raise ManifestError(
             f"{path}: listed in the manifest but unreadable ({exc.strerror})"
         ) from None
+    if len(data) != entry.bytes:
+        raise ManifestError(f"{path}: {len(data)} bytes, the manifest says {entry.bytes}")
     digest = sha256_bytes(data)
     if digest != entry.sha256:
         raise ManifestError(

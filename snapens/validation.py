@@ -30,3 +30,11 @@ def changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """The keys whose values differ between a run's saved settings and a resumption's
     (a key present on one side only counts), sorted; empty when it may resume."""
     return [key for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+
+
+def check_plain_name(name: str) -> str:
+    """A model name is a plain folder name: not empty, not hidden, no path separators or
+    NUL, at most 100 characters; ValueError otherwise."""
+    if not name or name.startswith(".") or any(c in name for c in "/\\:\0") or len(name) > 100:
+        raise ValueError(f"a model name is a plain folder name (no '/', not hidden), got {name!r}")
+    return name

@@ -56,8 +56,9 @@ def resolve_config(flags: dict[str, Any]) -> TrainConfig:
         if manifest is not None and manifest.state != "complete":
             if folder.checkpoint_path.is_file():
                 cfg = cfg.model_copy(update={"resume": True})
-            elif not manifest.snapshots:
-                # Stopped before its first checkpoint: nothing to keep, start it again.
+            else:
+                # Stopped before its first checkpoint (any snapshot taken mid-epoch cannot
+                # be continued without one): start it again.
                 cfg = cfg.model_copy(update={"overwrite": True})
     if cfg.resume and folder.checkpoint_path.is_file():
         from trainer.checkpoint import load_checkpoint

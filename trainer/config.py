@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from snapens.flags import group
+from snapens.validation import check_plain_name
 from trainer.choices import Augment, DatasetKind, Schedule
 
 # The --help groups of the fields (python -m trainer --help): a field without one is listed
@@ -17,6 +18,11 @@ DATA = group("data")
 OPTIMISATION = group("network and optimisation")
 OUTPUT = group("output")
 RUN = group("run")
+
+# Seeds feed torch.manual_seed after arithmetic (seed * 7919 + ...), which takes 64 bits.
+MAX_SEED = 2**32 - 1
+MAX_IMAGE_SIZE = 1024  # pixels a side: the whole dataset is held in memory as pixels
+MAX_T_MULT = 64  # periods that grow faster than this fill no budget anyone trains
 
 # Settings that may differ between a run and its resumption: they do not change the result.
 RUNTIME_FIELDS = frozenset(
@@ -27,7 +33,6 @@ RUNTIME_FIELDS = frozenset(
         "quiet",
         "config",
         "skip_if_exists",
-        "snapshots",
         "repository",
         "eval_every",
     }
@@ -37,7 +42,7 @@ RUNTIME_FIELDS = frozenset(
 class TrainConfig(BaseModel):
     """Everything a training run depends on. Unset optional values get dataset-aware defaults."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # data
     dataset: DatasetKind = Field(
@@ -64,10 +69,13 @@ class TrainConfig(BaseModel):
         "validation split is unchanged); unset: all of them",
         json_schema_extra=DATA,
     )
-    split_seed: int = Field(0, description="seed of the validation split", json_schema_extra=DATA)
+    split_seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the validation split", json_schema_extra=DATA
+    )
     image_size: int | None = Field(
         None,
         gt=0,
+        le=MAX_IMAGE_SIZE,
         description="resize images to this square size; unset: their own size",
         json_schema_extra=DATA,
     )
@@ -120,6 +128,7 @@ class TrainConfig(BaseModel):
     )
     t_mult: float = Field(
         1,
+        le=MAX_T_MULT,
         description="sgdr period multiplier, a whole number >= 1",
         json_schema_extra=OPTIMISATION,
     )
@@ -235,7 +244,11 @@ class TrainConfig(BaseModel):
 
     # runtime
     seed: int = Field(
-        0, description="seed of the initial weights and the data order", json_schema_extra=RUN
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="seed of the initial weights and the data order",
+        json_schema_extra=RUN,
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N", json_schema_extra=RUN)
     quiet: bool = Field(
@@ -279,13 +292,7 @@ class TrainConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, name: str | None) -> str | None:
-        if name is not None and (
-            not name or name.startswith(".") or any(c in name for c in "/\\:") or len(name) > 100
-        ):
-            raise ValueError(
-                f"a model name is a plain folder name (no '/', not hidden), got {name!r}"
-            )
-        return name
+        return None if name is None else check_plain_name(name)
 
     @field_validator("device")
     @classmethod
@@ -302,6 +309,15 @@ class TrainConfig(BaseModel):
             raise ValueError("--overwrite and --resume contradict each other: pick one")
         if self.schedule is Schedule.LIPSCHITZ and self.warmup_epochs:
             raise ValueError("lipschitz computes its own rate every epoch: drop --warmup-epochs")
+        if self.lr_min >= self.lr:
+            raise ValueError(f"--lr-min {self.lr_min} must be below --lr {self.lr}")
+        if self.fge_lr_low >= self.fge_lr_high:
+            raise ValueError(
+                f"--fge-lr-low {self.fge_lr_low} must be below --fge-lr-high {self.fge_lr_high} "
+                "(the rate falls from α1 to α2 in each cycle's first half)"
+            )
+        if self.swa and not self.snapshots:
+            raise ValueError("--swa averages the snapshots: drop --no-snapshots")
         if self.schedule is Schedule.PLATEAU and self.eval_every != 1:
             raise ValueError(
                 "plateau reads the validation loss after every epoch: drop --eval-every"

@@ -36,9 +36,18 @@ def load_config_file(path: Path) -> dict[str, Any]:
             raise UserError(f"--config {path}: expected a .json or .toml file")
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"--config {path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--config {path}: not UTF-8 text") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a table of settings at the top level")
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    settings = {key.replace("-", "_"): value for key, value in data.items()}
+    for key, value in settings.items():  # pydantic would take true as 1 for a number
+        field = TrainConfig.model_fields.get(key)
+        if isinstance(value, bool) and field is not None and field.annotation not in (bool, "bool"):
+            raise UserError(
+                f"--config {path}: {key} = {str(value).lower()}: expected a value, not true/false"
+            )
+    return settings
 
 
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:

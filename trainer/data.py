@@ -10,7 +10,9 @@ import contextlib
 import hashlib
 import importlib.metadata
 import os
+import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,12 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from snapens.atomic import atomic_writer
+from snapens.atomic import TEMP_PREFIX, atomic_writer
 from snapens.images import ImageDecodeError, decode_image, is_image_name, probe
 from trainer.choices import DatasetKind
 from trainer.errors import UserError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a folder whose first image is grey but not all are is decoded in colour
+MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024  # one encoded training image
+ABANDONED_AFTER_S = 3600.0
+MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,21 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         c, h, w = self.x.shape[1:]
         return int(c), int(h), int(w)
+
+
+def data_identity(data: Dataset) -> dict[str, Any]:
+    """What a resumed run checks its data against: the classes, the image shape, the number
+    of examples and a SHA-256 of the pixels and labels (a file changed in place, or another
+    file at the same path, differs here)."""
+    digest = hashlib.sha256()
+    for tensor in (data.x, data.y):
+        digest.update(np.ascontiguousarray(tensor.numpy()).data)
+    return {
+        "classes": list(data.classes),
+        "input_shape": list(data.input_shape),
+        "examples": len(data.y),
+        "sha256": digest.hexdigest(),
+    }
 
 
 def load_digits(cache_dir: Path | None = None) -> Dataset:
@@ -97,7 +117,16 @@ def _class_items(names: list[str]) -> tuple[list[str], list[tuple[str, int]]]:
 def _index_directory(root: Path) -> _ImageIndex:
     names = [str(PurePosixPath(*p.relative_to(root).parts)) for p in root.rglob("*") if p.is_file()]
     classes, items = _class_items(names)
-    return _ImageIndex(classes, items, lambda name: (root / name).read_bytes())
+
+    def read(name: str) -> bytes:
+        size = (root / name).stat().st_size
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise ImageDecodeError(
+                f"{size} bytes; an image file may hold at most {MAX_IMAGE_FILE_BYTES}"
+            )
+        return (root / name).read_bytes()
+
+    return _ImageIndex(classes, items, read)
 
 
 def _index_zip(path: Path) -> tuple[_ImageIndex, zipfile.ZipFile]:
@@ -105,17 +134,39 @@ def _index_zip(path: Path) -> tuple[_ImageIndex, zipfile.ZipFile]:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
         raise UserError(f"--data {path}: not a readable zip file") from None
-    names = [info.filename for info in archive.infolist() if not info.is_dir()]
-    classes, items = _class_items(names)
-    return _ImageIndex(classes, items, archive.read), archive
+    infos = [info for info in archive.infolist() if not info.is_dir()]
+    for info in infos:  # before anything is inflated: zipfile reads no more than declared
+        if is_image_name(info.filename) and info.file_size > MAX_IMAGE_FILE_BYTES:
+            archive.close()
+            raise UserError(
+                f"--data {path}: {info.filename} declares {info.file_size} bytes; an image "
+                f"file may hold at most {MAX_IMAGE_FILE_BYTES}"
+            )
+    classes, items = _class_items([info.filename for info in infos])
+
+    def read(name: str) -> bytes:
+        try:
+            return archive.read(name)
+        except (
+            zipfile.BadZipFile,
+            RuntimeError,
+            NotImplementedError,
+            OSError,
+            EOFError,
+            zlib.error,
+        ) as exc:
+            # a bad CRC, an encrypted member, a compression method zipfile lacks, ...
+            raise ImageDecodeError(f"cannot be read from the zip ({exc})") from None
+
+    return _ImageIndex(classes, items, read), archive
 
 
 def _cache_key(path: Path, image_size: int | None) -> str:
     stat = path.stat()
     ident = f"{CACHE_VERSION}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{image_size}"
-    if path.is_dir():  # a folder's mtime misses edits inside class folders: include them
+    if path.is_dir():  # a folder's mtime misses edits inside its folders: include them all
         ident += "|" + "|".join(
-            f"{p}:{p.stat().st_mtime_ns}" for p in sorted(path.iterdir()) if p.is_dir()
+            f"{p}:{p.stat().st_mtime_ns}" for p in sorted(path.rglob("*")) if p.is_dir()
         )
     return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
@@ -133,13 +184,45 @@ def _read_cache(cache: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | N
 def _write_cache(cache: Path, **arrays: Any) -> None:  # numpy arrays
     """Write the cache atomically; one that cannot be written (a read-only home, a full
     disk) is passed over, as the data are already in memory."""
+    with contextlib.suppress(OSError):
+        _remove_abandoned_temporaries(cache.parent)
     with contextlib.suppress(OSError), atomic_writer(cache) as handle:
         np.savez(handle, **arrays)
+
+
+def _remove_abandoned_temporaries(directory: Path) -> None:
+    """Cache files a killed run was writing. The cache may be shared by runs at once, so
+    only those untouched for an hour are taken as abandoned."""
+    if not directory.is_dir():
+        return
+    now = time.time()
+    for leftover in directory.glob(TEMP_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime > ABANDONED_AFTER_S:
+                leftover.unlink()
 
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "snapens" / "datasets"
+
+
+def _decode_all(
+    index: _ImageIndex, mode: str, size: tuple[int, int]
+) -> tuple[list[np.ndarray], bool]:
+    """Every image in `mode` at `size`, and whether any of them is in colour."""
+
+    def decode(item: tuple[str, int]) -> tuple[np.ndarray, bool]:
+        try:
+            data = index.read(item[0])
+            return decode_image(data, mode, size), probe(data)[0] == "RGB"
+        except ImageDecodeError as exc:
+            raise UserError(f"cannot read image {item[0]}: {exc}") from None
+
+    # Pillow releases the GIL while decoding, so threads overlap the work.
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        decoded = list(pool.map(decode, index.items, chunksize=256))
+    return [array for array, _ in decoded], any(colour for _, colour in decoded)
 
 
 def load_image_folder(path: Path, image_size: int | None, cache_dir: Path | None) -> Dataset:
@@ -181,16 +264,10 @@ def load_image_folder(path: Path, image_size: int | None, cache_dir: Path | None
         except ImageDecodeError as exc:
             raise UserError(f"cannot read image {first_name}: {exc}") from None
         size = (image_size, image_size) if image_size else first_size
-
-        def decode(item: tuple[str, int]) -> np.ndarray:
-            try:
-                return decode_image(index.read(item[0]), mode, size)
-            except ImageDecodeError as exc:
-                raise UserError(f"cannot read image {item[0]}: {exc}") from None
-
-        # Pillow releases the GIL while decoding, so threads overlap the work.
-        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-            arrays = list(pool.map(decode, index.items, chunksize=256))
+        arrays, colour = _decode_all(index, mode, size)
+        if mode == "L" and colour:  # the first image was grey, not all are: keep the colour
+            mode = "RGB"
+            arrays, _ = _decode_all(index, mode, size)
     finally:
         if archive is not None:
             archive.close()
@@ -217,15 +294,31 @@ def load_npz(path: Path) -> Dataset:
         raise UserError(f"--data {path}: no such file")
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise UserError(f"--data {path}: one array (.npy); expected a .npz of arrays x and y")
+        with npz:
+            missing = {"x", "y"} - set(npz.files)
+            if missing:
+                raise UserError(
+                    f"--data {path}: missing array(s) {sorted(missing)}; expected x and y"
+                )
+            # The arrays load lazily: reading them is where an object array is refused.
+            x, y = npz["x"], npz["y"]
+            names = npz["classes"] if "classes" in npz.files else None
+    except UserError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise UserError(f"--data {path}: not a readable .npz file ({exc})") from None
-    with npz:
-        missing = {"x", "y"} - set(npz.files)
-        if missing:
-            raise UserError(f"--data {path}: missing array(s) {sorted(missing)}; expected x and y")
-        x, y = npz["x"], npz["y"]
-        classes = [str(c) for c in npz["classes"]] if "classes" in npz.files else None
-
+    classes = None if names is None else _class_names(path, names)
+    if x.dtype.kind not in "uif":
+        raise UserError(
+            f"--data {path}: x must hold numbers (uint8 or float pixels), got {x.dtype}"
+        )
+    if len(x) == 0 or 0 in x.shape:
+        raise UserError(
+            f"--data {path}: x has shape {x.shape}; expected at least one image, of at least "
+            "one pixel"
+        )
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
@@ -239,11 +332,20 @@ def load_npz(path: Path) -> Dataset:
         raise UserError(
             f"--data {path}: y must be one label per row of x ({len(x)}), got shape {y.shape}"
         )
-    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
         raise UserError(f"--data {path}: y must hold non-negative integer class indices")
-    num_classes = len(classes) if classes is not None else int(y.max()) + 1
-    if len(y) and y.max() >= num_classes:
-        raise UserError(f"--data {path}: label {int(y.max())} but only {num_classes} classes")
+    if classes is not None:
+        num_classes = len(classes)
+        if y.max() >= num_classes:
+            raise UserError(f"--data {path}: label {int(y.max())} but only {num_classes} classes")
+    else:  # every index up to the largest is a class: a gap is a mistake, not a class
+        num_classes = int(y.max()) + 1
+        unused = num_classes - len(np.unique(y))
+        if unused:
+            raise UserError(
+                f"--data {path}: labels run to {num_classes - 1} but {unused} of the indices "
+                "below have no example; number the classes 0, 1, ... or name them in `classes`"
+            )
     if num_classes < 2:
         raise UserError(
             f"--data {path}: a classifier needs at least two classes, found {num_classes}"
@@ -264,6 +366,19 @@ def load_npz(path: Path) -> Dataset:
         "L" if x.shape[1] == 1 else "RGB",
         f"npz {path}",
     )
+
+
+def _class_names(path: Path, names: np.ndarray) -> list[str]:
+    """The npz's `classes`: one distinct, non-empty name per class, at most MAX_CLASSES."""
+    if names.ndim != 1 or names.dtype.kind not in "UiuS" or not 2 <= len(names) <= MAX_CLASSES:
+        raise UserError(
+            f"--data {path}: classes must be a list of 2 to {MAX_CLASSES} names, got "
+            f"{names.dtype} of shape {names.shape}"
+        )
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in names.tolist()]
+    if any(not c.strip() for c in classes) or len(set(classes)) < len(classes):
+        raise UserError(f"--data {path}: class names must be distinct and not empty")
+    return classes
 
 
 def load_dataset(

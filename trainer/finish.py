@@ -1,5 +1,5 @@
 """The end of a run, on rank 0: calibrate the ensemble (the temperature and the served m),
-write the SWA model when asked, mark the folder complete and write the report."""
+write the SWA model when asked and the report, then mark the folder complete."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def finish_run(trainer: Trainer, seconds: float) -> tuple[Manifest, dict[str, An
             "default_m": calibration.default_m,
             "training": {**folder.manifest.training, "calibration": calibration.describe()},
         }
-    manifest = folder.finish(changes)
+    # The folder is marked complete last: a run stopped before then (while writing the SWA
+    # model or the report) is resumed and finished again, not left without them.
+    manifest = folder.manifest.model_copy(update={**changes, "state": "complete"})
     if trainer.average is not None and trainer.average.count:
         began = time.perf_counter()
         network = trainer.average.network(trainer.training_pass())
@@ -70,4 +72,4 @@ def finish_run(trainer: Trainer, seconds: float) -> tuple[Manifest, dict[str, An
         seconds,
         extra,
     )
-    return manifest, report
+    return folder.finish(changes), report

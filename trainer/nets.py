@@ -152,6 +152,8 @@ def build_network(arch: str, input_shape: tuple[int, int, int], classes: int) ->
     c, h, w = input_shape
     if match := re.fullmatch(r"mlp(?:-(\d+)x(\d+))?", arch):
         width, depth = (int(match[1]), int(match[2])) if match[1] else (256, 2)
+        if width < 1 or depth < 1:
+            raise UserError(f"--arch {arch}: an MLP needs a width and depth of at least 1")
         return MLP(c * h * w, classes, width, depth)
     if match := re.fullmatch(r"(pre)?resnet(\d+)(?:x(\d+))?", arch):
         depth, mult = int(match[2]), int(match[3] or 1)
@@ -159,6 +161,8 @@ def build_network(arch: str, input_shape: tuple[int, int, int], classes: int) ->
             raise UserError(
                 f"--arch {arch}: ResNet depth must be 6n+2 (8, 20, 32, 56, 110), got {depth}"
             )
+        if mult < 1:
+            raise UserError(f"--arch {arch}: the width multiplier must be at least 1")
         base = 16 * mult
         return CifarResNet(
             c, classes, (depth - 2) // 6, (base, 2 * base, 4 * base), base, bool(match[1])
@@ -167,6 +171,8 @@ def build_network(arch: str, input_shape: tuple[int, int, int], classes: int) ->
         depth, k = int(match[1]), int(match[2])
         if (depth - 4) % 6 or depth < 10:
             raise UserError(f"--arch {arch}: WRN depth must be 6n+4 (10, 16, 28, 40), got {depth}")
+        if k < 1:
+            raise UserError(f"--arch {arch}: the widening factor must be at least 1")
         return CifarResNet(c, classes, (depth - 4) // 6, (16 * k, 32 * k, 64 * k), 16, preact=True)
     raise UserError(f"--arch {arch}: unknown architecture; expected one of {ARCH_HELP}")
 

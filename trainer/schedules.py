@@ -112,6 +112,16 @@ def _sgdr_periods(cfg: TrainConfig, available_epochs: int) -> tuple[int, list[in
 
 
 def make_plan(cfg: TrainConfig, iterations_per_epoch: int) -> Plan:
+    """The run's plan, refused before any training where the settings cannot make it."""
+    plan = _plan(cfg, iterations_per_epoch)
+    if cfg.default_m is not None and cfg.default_m > plan.cycles:
+        raise UserError(
+            f"--default-m {cfg.default_m} is more snapshots than the run takes ({plan.cycles})"
+        )
+    return plan
+
+
+def _plan(cfg: TrainConfig, iterations_per_epoch: int) -> Plan:
     if iterations_per_epoch < 1:
         raise UserError(
             f"--batch-size {cfg.batch_size} is larger than the training split: "
@@ -176,10 +186,15 @@ def _fge_plan(cfg: TrainConfig, ipe: int, epochs: int, warmup: int) -> Plan:
     first, rest = phases(span)
     if not fits(span):
         fitting = [s + cfg.warmup_epochs for s in range(span + 1, span + 100 * c) if fits(s)]
+        advice = (
+            f"use --epochs {' or '.join(map(str, fitting[:3]))}"
+            if fitting
+            else "lower --fge-fraction or --cycle-epochs"
+        )
         raise UserError(
             f"--epochs {epochs}: after the first phase of {first} epochs (--fge-fraction "
             f"{cfg.fge_fraction}), {rest} epochs do not make whole cycles of --cycle-epochs {c}; "
-            f"use --epochs {' or '.join(map(str, fitting[:3]))}"
+            f"{advice}"
         )
     m = rest // c
     if cfg.cycles is not None and cfg.cycles != m:

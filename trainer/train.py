@@ -33,10 +33,22 @@ from snapens.folder import ModelFolder, SnapshotMeta
 from snapens.manifest import Manifest
 from trainer import setup
 from trainer.augment import random_crop_flip
-from trainer.checkpoint import check_resume_config, load_checkpoint, save_checkpoint
+from trainer.checkpoint import (
+    check_resume_config,
+    check_resume_data,
+    check_resume_position,
+    load_checkpoint,
+    save_checkpoint,
+)
 from trainer.choices import Augment
 from trainer.config import TrainConfig
-from trainer.data import Dataset, epoch_batches, iterations_per_epoch, load_dataset
+from trainer.data import (
+    Dataset,
+    data_identity,
+    epoch_batches,
+    iterations_per_epoch,
+    load_dataset,
+)
 from trainer.errors import UserError
 from trainer.evaluate import Evaluation, evaluate
 from trainer.export import ExportError, SnapshotExporter, verify_onnx
@@ -106,6 +118,7 @@ class Trainer:
         self.plan: Plan = make_plan(cfg, ipe)
         self.schedule: LRSchedule = build_schedule(cfg, self.plan, len(data.classes))
         self.cycle_at = {step: i + 1 for i, step in enumerate(self.plan.snapshot_steps)}
+        self.data_identity = data_identity(data)
         self.history = History()
         # The snapshot copy and its traced graph: made by the first export, then reused.
         self.snapshotter: tuple[Normalized, SnapshotExporter] | None = None
@@ -113,6 +126,9 @@ class Trainer:
         self.stop = threading.Event()
         self.epoch, self.step = 0, 0
         if resume_state is not None:
+            path = folder.checkpoint_path
+            check_resume_data(resume_state.get("data"), self.data_identity)
+            check_resume_position(path, resume_state, self.plan)
             self._restore(resume_state)
 
         self.console = console(stderr=True, quiet=cfg.quiet or not rt.is_main)
@@ -250,6 +266,8 @@ class Trainer:
             progress.update(task, advance=1, lr=lr)
             cycle = self.cycle_at.get(self.step)
             if cycle is not None and self.step != end_step:
+                if not torch.isfinite(loss_sum):  # never export a diverged network
+                    raise DivergedError(self.schedule.diverged(self.epoch + 1, float(loss_sum)))
                 self._snapshot(cycle, self._evaluate())
         train_loss = float(loss_sum) / self.plan.iterations_per_epoch
         if not torch.isfinite(torch.tensor(train_loss)):
@@ -323,6 +341,7 @@ class Trainer:
             return
         state = {
             "config": self.cfg.fingerprint(),
+            "data": self.data_identity,
             "epoch": self.epoch,
             "step": self.step,
             "model": self.model.state_dict(),

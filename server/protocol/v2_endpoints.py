@@ -45,21 +45,25 @@ async def server_metadata() -> ServerMetadataResponse:
     )
 
 
-# HEAD too: probes and load balancers that ask with HEAD get the status without a body.
-@health.api_route("/v2/health/live", methods=["GET", "HEAD"], response_model=LiveResponse)
+@health.get("/v2/health/live", response_model=LiveResponse)
 async def live() -> LiveResponse:
     return LiveResponse(live=True)
 
 
-@health.api_route(
+@health.get(
     "/v2/health/ready",
-    methods=["GET", "HEAD"],
     response_model=ReadyResponse,
     responses={503: {"model": ReadyResponse, "description": "No model is ready yet"}},
 )
 async def ready(repository: Repository) -> JSONResponse:
     is_ready = repository.ready
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+# HEAD too, for probes and load balancers that ask with it: the status without a body
+# (as the same routes, left out of the OpenAPI document, which would list them twice).
+health.add_api_route("/v2/health/live", live, methods=["HEAD"], include_in_schema=False)
+health.add_api_route("/v2/health/ready", ready, methods=["HEAD"], include_in_schema=False)
 
 
 def _metadata(repository: ModelRepository, name: str, version: str | None) -> ModelMetadataResponse:

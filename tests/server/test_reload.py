@@ -64,6 +64,7 @@ def _add_snapshot(folder: Path, data: bytes, digest: str) -> None:
         manifest["snapshots"][-1],
         file="snapshots/006.onnx",
         cycle=6,
+        step=manifest["snapshots"][-1]["step"] + 1,
         sha256=digest,
         bytes=len(data),
     )

@@ -106,7 +106,9 @@ def test_loads_the_last_m_snapshots(
 
 def test_a_corrupt_snapshot_is_refused_with_the_reason(digits_repo: Path) -> None:
     folder = digits_repo / "digits"
-    (folder / "snapshots" / "005.onnx").write_bytes(b"\x08\x07 not the exported graph")
+    data = bytearray((folder / "snapshots" / "005.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte changed: the same length, another checksum
+    (folder / "snapshots" / "005.onnx").write_bytes(bytes(data))
     with pytest.raises(ManifestError, match=r"005\.onnx: sha256 .* does not match"):
         EnsembleRuntime.load(folder, None, RuntimeSettings())
     # Older snapshots are intact; a set that leaves the bad one out loads.
@@ -123,7 +125,7 @@ def test_a_file_that_is_not_onnx_but_matches_its_checksum_is_refused(digits_repo
     junk = b"\x00\x01 not a protobuf"
     (folder / "snapshots" / "005.onnx").write_bytes(junk)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["snapshots"][-1]["sha256"] = hashlib.sha256(junk).hexdigest()
+    manifest["snapshots"][-1] |= {"sha256": hashlib.sha256(junk).hexdigest(), "bytes": len(junk)}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RuntimeLoadError, match=r"005\.onnx"):
         EnsembleRuntime.load(folder, None, RuntimeSettings())

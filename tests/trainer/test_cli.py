@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -219,7 +220,74 @@ def _png() -> bytes:
     return buffer.getvalue()
 
 
+def _npz(path: Path, **arrays: np.ndarray) -> list[str]:
+    """The flags of a run on an .npz of `arrays` (x defaults to 40 8x8 images)."""
+    arrays.setdefault("x", np.zeros((40, 8, 8), dtype=np.uint8))
+    np.savez(path, **arrays)
+    return ["--dataset", "npz", "--data", str(path)]
+
+
+def _bad_crc_zip(path: Path) -> Path:
+    """A zip whose first image fails its CRC check (one byte of its data changed)."""
+    _zip(path, {"a/1.png": _png(), "b/2.png": _png()})
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IHDR")  # inside the first member's stored PNG
+    data[start] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+LABELS = np.arange(40) % 2
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]], str]] = [
+    (
+        "npz of objects",
+        lambda d: _npz(d / "o.npz", x=np.array([object()] * 40), y=LABELS),
+        "not a readable .npz file (Object arrays cannot be loaded",
+    ),
+    (
+        "npz of strings",
+        lambda d: _npz(d / "s.npz", x=np.full((40, 8, 8), "a"), y=LABELS),
+        "x must hold numbers",
+    ),
+    (
+        "npz without images",
+        lambda d: _npz(d / "e.npz", x=np.zeros((0, 8, 8), np.uint8), y=LABELS[:0]),
+        "expected at least one image",
+    ),
+    (
+        "one array, not an npz",
+        lambda d: (np.save(d / "x.npy", LABELS), ["--dataset", "npz", "--data", str(d / "x.npy")])[
+            1
+        ],
+        "one array (.npy); expected a .npz of arrays x and y",
+    ),
+    (
+        "labels with a gap",
+        lambda d: _npz(d / "g.npz", y=np.where(LABELS == 1, 100_000, 0)),
+        "labels run to 100000 but 99999 of the indices below have no example",
+    ),
+    (
+        "class names twice",
+        lambda d: _npz(d / "c.npz", y=LABELS, classes=np.array(["cat", "cat"])),
+        "class names must be distinct and not empty",
+    ),
+    (
+        "class names in a table",
+        lambda d: _npz(d / "t.npz", y=LABELS, classes=np.array([["a", "b"], ["c", "d"]])),
+        "classes must be a list of 2 to 100000 names",
+    ),
+    (
+        "zip member with a bad checksum",
+        lambda d: ["--dataset", "imagefolder", "--data", str(_bad_crc_zip(d / "crc.zip"))],
+        "cannot read image a/1.png: cannot be read from the zip (Bad CRC-32",
+    ),
     (
         "missing dataset path",
         lambda d: ["--dataset", "imagefolder", "--data", str(d / "nope")],
@@ -268,6 +336,66 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]], str]] = [
         "--lr: the learning rate must be positive",
     ),
     ("unknown architecture", lambda d: ["--arch", "vgg"], "--arch vgg: unknown architecture"),
+    ("MLP of no width", lambda d: ["--arch", "mlp-0x1"], "width and depth of at least 1"),
+    ("ResNet of no width", lambda d: ["--arch", "resnet8x0"], "multiplier must be at least 1"),
+    ("WRN of no width", lambda d: ["--arch", "wrn-10-0"], "widening factor must be at least 1"),
+    (
+        "FGE cycles that never fit",
+        lambda d: ["--schedule", "fge", "--fge-fraction", "0.999", "--cycle-epochs", "100"],
+        "lower --fge-fraction or --cycle-epochs",
+    ),
+    (
+        "true for a number in a config file",
+        lambda d: ["--config", str(_write(d / "b.json", b'{"epochs": true}'))],
+        "epochs = true: expected a value, not true/false",
+    ),
+    (
+        "config file not UTF-8",
+        lambda d: ["--config", str(_write(d / "b.toml", b"\xff\xfe"))],
+        "not UTF-8 text",
+    ),
+    (
+        "infinite T_mult",
+        lambda d: ["--schedule", "sgdr", "--t-mult", "inf"],
+        "--t-mult: Input should be a finite number",
+    ),
+    (
+        "huge T_mult",
+        lambda d: ["--schedule", "sgdr", "--t-mult", "1e300"],
+        "--t-mult: Input should be less than or equal to 64",
+    ),
+    ("NaN momentum", lambda d: ["--momentum", "nan"], "--momentum: Input should be a finite"),
+    ("infinite weight decay", lambda d: ["--weight-decay", "inf"], "--weight-decay: Input should"),
+    (
+        "seed beyond 32 bits",
+        lambda d: ["--seed", "9223372036854775807"],
+        "--seed: Input should be less than or equal to 4294967295",
+    ),
+    (
+        "minimum rate above the rate",
+        lambda d: ["--schedule", "sgdr", "--lr-min", "5"],
+        "--lr-min 5.0 must be below --lr 0.1",
+    ),
+    (
+        "FGE rates the wrong way round",
+        lambda d: ["--schedule", "fge", "--fge-lr-low", "0.5", "--fge-lr-high", "0.001"],
+        "--fge-lr-low 0.5 must be below --fge-lr-high 0.001",
+    ),
+    (
+        "default m beyond the snapshots",
+        lambda d: ["--epochs", "2", "--cycles", "2", "--default-m", "7"],
+        "--default-m 7 is more snapshots than the run takes (2)",
+    ),
+    (
+        "SWA without snapshots",
+        lambda d: ["--swa", "--no-snapshots"],
+        "--swa averages the snapshots",
+    ),
+    (
+        "image size beyond the limit",
+        lambda d: ["--image-size", "30000"],
+        "--image-size: Input should be less than or equal to 1024",
+    ),
     ("resume without a run", lambda d: ["--resume"], "has no checkpoint to resume from"),
     ("missing config file", lambda d: ["--config", str(d / "none.toml")], "no such file"),
 ]
@@ -456,3 +584,112 @@ def test_an_unknown_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--no-such-flag"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_divergence_before_a_mid_epoch_snapshot_is_reported_as_divergence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seven cycles in one epoch: the first snapshot comes mid-epoch, after the loss has
+    become NaN; it is never exported (that failed as an export mismatch)."""
+    from trainer.cli import main
+
+    repo = tmp_path / "repo"
+    code = main(
+        [
+            *("--repository", str(repo), "--quiet", "--cache-dir", str(tmp_path / "c")),
+            *("--epochs", "1", "--cycles", "7", "--lr", "1e4", "--name", "dv"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "training diverged in epoch 1" in err and "Traceback" not in err, err
+    assert all(math.isfinite(s.val_nll) for s in read_manifest(repo / "dv").snapshots)
+
+
+def _grey_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_folder_whose_first_image_is_grey_but_not_all_is_trained_in_colour(
+    train_cli: TrainCli, tmp_path: Path
+) -> None:
+    files = {f"a/{i}.png": _png() for i in range(1, 20)} | {"a/0.png": _grey_png()}
+    files |= {f"b/{i}.png": _png() for i in range(20)}
+    data = _zip(tmp_path / "mixed.zip", files)
+    code, repo = train_cli(
+        *("--dataset", "imagefolder", "--data", str(data), "--arch", "mlp", "--name", "mixed"),
+        *("--epochs", "2", "--cycles", "2", "--batch-size", "8"),
+        *("--cache-dir", str(tmp_path / "cache")),
+    )
+    assert code == 0
+    assert read_manifest(repo / "mixed").input.color_mode == "RGB"
+
+
+def test_an_image_file_over_the_size_limit_is_refused_before_it_is_inflated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limit is on the size the zip declares (zipfile reads no more than that): a
+    small zip of a huge image (a zip bomb) is refused without inflating it."""
+    import trainer.data
+    from trainer.cli import main
+
+    monkeypatch.setattr(trainer.data, "MAX_IMAGE_FILE_BYTES", 100)
+    data = _zip(tmp_path / "big.zip", {"a/1.png": _png() + bytes(1000), "b/2.png": _png()})
+    code = main(
+        [
+            *("--repository", str(tmp_path / "repo"), "--quiet"),
+            *("--dataset", "imagefolder", "--data", str(data)),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "a/1.png declares 1" in err and "may hold at most 100" in err, err
+
+
+def test_the_image_cache_sees_images_added_inside_a_wrapping_folder(
+    train_cli: TrainCli, tmp_path: Path
+) -> None:
+    root = tmp_path / "wrapped"
+    for cls in ("a", "b"):
+        (root / "train" / cls).mkdir(parents=True)
+        for i in range(10):
+            (root / "train" / cls / f"{i}.png").write_bytes(_png())
+    flags = ("--dataset", "imagefolder", "--data", str(root), "--arch", "mlp")
+    flags += ("--cache-dir", str(tmp_path / "cache"))
+    flags += ("--epochs", "2", "--cycles", "2", "--batch-size", "4", "--val-fraction", "0.5")
+    code, repo = train_cli(*flags, "--name", "first")
+    assert code == 0
+    for i in range(10, 20):
+        (root / "train" / "a" / f"{i}.png").write_bytes(_png())
+    code, repo = train_cli(*flags, "--name", "second")
+    assert code == 0
+    counts = [
+        read_manifest(repo / n).training["dataset"]["train_examples"] for n in ("first", "second")
+    ]
+    assert counts == [10, 15]
+
+
+def test_a_file_or_a_link_where_the_model_folder_goes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused as an existing folder is; --overwrite replaces the file or the link itself,
+    never what a link points to. A repository that is a file is one clear error."""
+    from trainer.cli import main
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run = ["--repository", str(repo), "--quiet", "--epochs", "2", "--cycles", "2"]
+    (repo / "digits").write_text("a file")
+    assert main(run) == 2
+    assert "digits already exists: pass --overwrite" in capsys.readouterr().err
+    assert main([*run, "--overwrite"]) == 0 and read_manifest(repo / "digits").snapshots
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("kept")
+    (repo / "linked").symlink_to(elsewhere, target_is_directory=True)
+    assert main([*run, "--name", "linked", "--overwrite"]) == 0
+    assert not (repo / "linked").is_symlink() and (elsewhere / "keep.txt").read_text() == "kept"
+    capsys.readouterr()
+    assert main(["--repository", str(repo / "digits" / "manifest.json"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "Traceback" not in err

@@ -111,7 +111,7 @@ def test_resume_refuses_changed_settings(tmp_path: Path) -> None:
     process.wait()
     result = run_trainer_process("--repository", str(tmp_path), *RUN, "--resume", "--lr", "0.3")
     assert result.returncode == 2
-    assert "--resume: the run was started with --lr 0.1, not 0.3" in result.stderr
+    assert "--resume: the run was started with --lr 0.1, not --lr 0.3" in result.stderr
 
 
 def test_the_checkpoint_is_loaded_without_executing_pickled_code(tmp_path: Path) -> None:
