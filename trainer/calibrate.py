@@ -23,6 +23,7 @@ LOG_FLOOR = float(np.log(np.finfo(np.float32).tiny))
 CHOSEN = "chosen: lowest validation NLL of m >= 2"
 GIVEN = "given: --default-m"
 ONE_MODEL = "one model: the SWA average of the snapshots"
+ONE_SNAPSHOT = "one snapshot: the run took one"
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Calibration:
     before: dict[str, float]  # the served ensemble at T = 1
     after: dict[str, float]  # the served ensemble at the temperature
     fitted: bool  # False with --no-calibrate
-    rule: str  # how default_m came about: CHOSEN, GIVEN or ONE_MODEL
+    rule: str  # how default_m came about: CHOSEN, GIVEN, ONE_SNAPSHOT or ONE_MODEL
 
     def describe(self) -> dict[str, Any]:
         """As the manifest's training record and the report keep it."""
@@ -75,7 +76,7 @@ def calibrate(
         before=_figures(member_probabilities(logits[-m:]).mean(axis=0), targets),
         after=_figures(member_probabilities(logits[-m:], temperature).mean(axis=0), targets),
         fitted=fit,
-        rule=CHOSEN if default_m is None else GIVEN,
+        rule=GIVEN if default_m is not None else ONE_SNAPSHOT if len(logits) == 1 else CHOSEN,
     )
 
 

@@ -410,6 +410,23 @@ def stratified_split(
     return train_idx, val_idx
 
 
+def stratified_subset(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Exactly `n` indices of `y` (sorted), each class's share kept (its quota rounded down,
+    the examples left over going to the largest remainders), picked with a fixed seed. With
+    quotas that come out whole, the picks are those of stratified_split's validation side."""
+    classes, counts = torch.unique(y, return_counts=True)
+    exact = counts.double() * n / len(y)
+    quota = exact.floor().long()
+    left = n - int(quota.sum())
+    quota[torch.argsort(exact - quota, descending=True, stable=True)[:left]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    kept = []
+    for cls, take in zip(classes, quota.tolist(), strict=True):
+        members = torch.nonzero(y == cls).flatten()
+        kept.append(members[torch.randperm(len(members), generator=generator)][:take])
+    return torch.cat(kept).sort().values
+
+
 def epoch_batches(
     n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1
 ) -> Iterator[torch.Tensor]:

@@ -12,7 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer.choices import Augment
 from trainer.config import TrainConfig
-from trainer.data import Dataset, stratified_split
+from trainer.data import Dataset, stratified_split, stratified_subset
 from trainer.errors import UserError
 from trainer.nets import Normalized, build_network, default_arch
 from trainer.runtime import Runtime
@@ -37,8 +37,7 @@ def split_on_device(cfg: TrainConfig, data: Dataset, device: torch.device) -> Sp
                 f"--train-subset {cfg.train_subset}: the training split has only "
                 f"{len(train_idx)} examples"
             )
-        share = cfg.train_subset / len(train_idx)
-        _, kept = stratified_split(data.y[train_idx], share, cfg.split_seed + 1)
+        kept = stratified_subset(data.y[train_idx], cfg.train_subset, cfg.split_seed + 1)
         train_idx = train_idx[kept]
     return Split(
         data.x[train_idx].to(device),

@@ -693,3 +693,18 @@ def test_a_file_or_a_link_where_the_model_folder_goes(
     assert main(["--repository", str(repo / "digits" / "manifest.json"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_a_training_subset_has_exactly_the_size_asked_and_one_snapshot_says_so(
+    train_cli: TrainCli,
+) -> None:
+    """Per-class rounding took 6 examples for --train-subset 5; and with one snapshot the
+    served m is not 'chosen among m >= 2'."""
+    code, repo = train_cli(
+        *("--train-subset", "5", "--batch-size", "1", "--epochs", "1", "--cycles", "1"),
+        *("--name", "sub"),
+    )
+    assert code == 0
+    manifest = read_manifest(repo / "sub")
+    assert manifest.training["dataset"]["train_examples"] == 5
+    assert manifest.training["calibration"]["default_m_rule"] == "one snapshot: the run took one"
