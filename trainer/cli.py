@@ -14,7 +14,7 @@ from snapens.folder import FolderError, ModelFolder
 from snapens.manifest import ManifestError, read_manifest
 from snapens.summary import summarize
 from trainer.config import TrainConfig
-from trainer.config_file import build_config, load_config_file
+from trainer.config_file import build_config, check_settings_apply, load_config_file
 from trainer.errors import UserError
 from trainer.nets import ARCH_HELP
 
@@ -47,6 +47,7 @@ def resolve_config(flags: dict[str, Any]) -> TrainConfig:
     """Config file, then flags; with --resume, the stored settings underneath both."""
     file_values = load_config_file(Path(flags["config"])) if "config" in flags else {}
     cfg = build_config(file_values, flags)
+    check_settings_apply(cfg, set(file_values) | set(flags))
     folder = ModelFolder(cfg.repository, cfg.model_name)
     if cfg.skip_if_exists and not cfg.overwrite and folder.exists():
         try:

@@ -50,6 +50,33 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return settings
 
 
+# Settings that only one schedule or dataset reads: given for another, they would be
+# stored in the run's configuration and silently do nothing.
+SCHEDULE_SETTINGS = {
+    "sgdr": ("lr_min", "t0", "t_mult"),
+    "fge": ("fge_fraction", "cycle_epochs", "fge_lr_high", "fge_lr_low"),
+    "plateau": ("plateau_patience", "plateau_factor"),
+}
+IMAGEFOLDER_SETTINGS = ("image_size",)
+
+
+def check_settings_apply(cfg: TrainConfig, given: set[str]) -> None:
+    """Refuse a setting the user gave that this run would not read."""
+    for schedule, keys in SCHEDULE_SETTINGS.items():
+        for key in keys:
+            if key in given and str(cfg.schedule) != schedule:
+                raise UserError(
+                    f"--{key.replace('_', '-')} applies to --schedule {schedule} only "
+                    f"(this run: {cfg.schedule}); drop it"
+                )
+    for key in IMAGEFOLDER_SETTINGS:
+        if key in given and str(cfg.dataset) != "imagefolder":
+            raise UserError(
+                f"--{key.replace('_', '-')} applies to --dataset imagefolder only "
+                f"(this run: {cfg.dataset}); drop it"
+            )
+
+
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
     """Flags override the config file; either may be empty."""
     try:

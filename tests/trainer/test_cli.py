@@ -337,6 +337,21 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ),
     ("unknown architecture", lambda d: ["--arch", "vgg"], "--arch vgg: unknown architecture"),
     ("MLP of no width", lambda d: ["--arch", "mlp-0x1"], "width and depth of at least 1"),
+    (
+        "an SGDR setting for another schedule",
+        lambda d: ["--t0", "7"],
+        "--t0 applies to --schedule sgdr only (this run: snapshot); drop it",
+    ),
+    (
+        "an FGE setting for another schedule",
+        lambda d: ["--schedule", "cosine", "--fge-lr-low", "0.01"],
+        "--fge-lr-low applies to --schedule fge only (this run: cosine)",
+    ),
+    (
+        "an image-folder setting for the digits",
+        lambda d: ["--image-size", "32"],
+        "--image-size applies to --dataset imagefolder only (this run: digits)",
+    ),
     ("ResNet of no width", lambda d: ["--arch", "resnet8x0"], "multiplier must be at least 1"),
     ("WRN of no width", lambda d: ["--arch", "wrn-10-0"], "widening factor must be at least 1"),
     (
