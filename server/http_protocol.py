@@ -23,6 +23,11 @@ from server.settings import ServerSettings
 log = logging.getLogger("snapens.server")
 
 
+# Beyond this, writes leave at once: a body streamed without yielding to the loop would
+# otherwise pile up here, out of reach of the transport's flow control.
+KEEP_AT_MOST = 64 * 1024
+
+
 class CoalescingTransport:
     """A transport whose writes within one turn of the event loop leave in one system call.
 
@@ -35,14 +40,18 @@ class CoalescingTransport:
         self._transport = transport
         self._loop = loop
         self._kept: list[bytes] = []
+        self._kept_bytes = 0
 
     def write(self, data: bytes) -> None:
         if not self._kept:
             self._loop.call_soon(self._flush)
         self._kept.append(data)
+        self._kept_bytes += len(data)
+        if self._kept_bytes >= KEEP_AT_MOST:  # a large body goes now, under flow control
+            self._flush()
 
     def _flush(self) -> None:
-        kept, self._kept = self._kept, []
+        kept, self._kept, self._kept_bytes = self._kept, [], 0
         if kept and not self._transport.is_closing():
             self._transport.writelines(kept)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from server.http_protocol import CoalescingTransport
+from server.http_protocol import KEEP_AT_MOST, CoalescingTransport
 from tests.server.conftest import LiveServer
 
 HEALTH = b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n"
@@ -158,6 +158,12 @@ def test_writes_in_one_turn_of_the_loop_leave_together_and_closing_sends_what_is
             theirs.recv(100)
         await asyncio.sleep(0)  # one turn of the loop
         assert theirs.recv(100) == b"HTTP/1.1 200 OK\r\n\r\nbody"  # both, in one piece
+        large = b"x" * KEEP_AT_MOST
+        coalescing.write(large)  # at the limit: it leaves without waiting for the loop
+        received = b""
+        while len(received) < len(large):
+            received += theirs.recv(len(large))
+        assert received == large
         coalescing.write(b"last")
         coalescing.close()
         await asyncio.sleep(0.05)
