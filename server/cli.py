@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from server.settings import (
     RuntimeSettings,
@@ -68,14 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.repository.is_dir():
         print(f"error: --repository {settings.repository}: no such folder", file=sys.stderr)
         return 2
-    log.info(
-        "listening on http://%s:%d (repository %s)",
-        settings.host,
-        settings.port,
-        settings.repository,
-    )
-    uvicorn.run(create_app(settings), **uvicorn_options(settings))
-    return 0
+    config = uvicorn.Config(create_app(settings), **uvicorn_options(settings))
+    sock = config.bind_socket()  # uvicorn's own error and exit where the port is taken
+    host, port = sock.getsockname()[:2]  # the port the system gave, for --port 0
+    shown = f"[{host}]" if ":" in host else host
+    log.info("listening on http://%s:%d (repository %s)", shown, port, settings.repository)
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -114,3 +115,40 @@ def test_cli_rejects_bad_settings(tmp_path: Path) -> None:
         env={**os.environ, "SNAPENS_MAX_BATCH_SIZE": "zero"},
     )
     assert bad_env.returncode == 1 and "SNAPENS_MAX_BATCH_SIZE" in bad_env.stderr
+
+
+def test_port_0_is_reported_as_the_port_given_and_a_taken_port_fails_to_start(
+    digits_repo: Path,
+) -> None:
+    command = [sys.executable, "-m", "server", "--repository", str(digits_repo)]
+    process = subprocess.Popen(
+        [*command, "--port", "0", "--log-format", "json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = ""
+        while "listening on" not in line:
+            line = process.stdout.readline()
+            assert line, "the server ended before its startup line"
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)", line)[1])  # type: ignore[index]
+        assert port != 0
+        wait_until(lambda: _ready(port), timeout=60)
+
+        taken = subprocess.run(  # the port the first server holds
+            [*command, "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert taken.returncode == 3, taken.stderr
+        assert "listening on" not in taken.stderr
+        assert "address already in use" in taken.stderr.lower()
+    finally:
+        process.kill()
+        process.wait()
