@@ -159,6 +159,8 @@ def test_a_model_without_snapshots_is_not_ready_and_answers_503(
         head = http.head("/v2/health/ready")  # as probes that ask with HEAD do
         assert head.status_code == 503 and head.content == b""
         assert http.head("/v2/health/live").status_code == 200
+        refused = http.post("/v2/health/ready")  # Allow names both routes' methods
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
         assert http.get("/v2/models/digits/ready").status_code == 503
         body = {
             "inputs": [
