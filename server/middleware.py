@@ -151,8 +151,21 @@ class RequestContext:
                 status = CLIENT_CLOSED_REQUEST if disconnected else message["status"]
                 started_response = True
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+                added = [(b"x-request-id", rid.encode("latin-1"))]
+                if body_pending():  # the rest would be read as the next request: close
+                    added.append((b"connection", b"close"))
+                message["headers"] = [*message["headers"], *added]
             await send(message)
+
+        def body_pending() -> bool:
+            """Whether an answer starts before the request's body has all arrived (a 413
+            or 503 refused on its declared length, a 408 for a stalled body)."""
+            if body_done:
+                return False
+            if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+                return True
+            declared = headers.get(b"content-length", b"0")
+            return declared.isdigit() and int(declared) > received
 
         received = 0  # this request's body bytes, held in the budget until it ends
         disconnected = False

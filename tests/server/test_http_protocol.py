@@ -172,3 +172,40 @@ def test_writes_in_one_turn_of_the_loop_leave_together_and_closing_sends_what_is
         theirs.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("case", ["413 before the body", "408 for a stalled body"])
+def test_an_answer_before_the_whole_body_closes_the_connection(
+    serve: Callable[..., LiveServer], case: str
+) -> None:
+    """The rest of the body would be read as the next request (which then got no answer):
+    such an answer says Connection: close, and the connection is closed."""
+    server = serve(max_body_bytes=1024, body_timeout_s=0.5)
+    head = (
+        b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    )
+    with _connect(server) as sock:
+        if case == "413 before the body":  # as curl asks before a large upload
+            sock.sendall(head + b"Expect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
+        else:
+            sock.sendall(head + b"Content-Length: 100\r\n\r\n" + b'{"inputs":')
+        status, headers, _ = _response(sock)
+        assert status == (413 if case.startswith("413") else 408)
+        assert headers["connection"] == "close"
+        assert _closed(sock)
+    _still_serving(server)
+
+
+def test_a_request_whose_body_was_read_keeps_its_connection_after_an_error(
+    guarded: LiveServer,
+) -> None:
+    body = b'{"inputs": []}'
+    with _connect(guarded) as sock:
+        sock.sendall(
+            b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        status, headers, _ = _response(sock)
+        assert status == 400 and "connection" not in headers
+        sock.sendall(HEALTH)  # the same connection serves the next request
+        assert _response(sock)[0] == 200
