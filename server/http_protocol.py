@@ -73,6 +73,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_begun = False  # a byte of this request has arrived, its head is not complete
         self._refused = False
+        self._deferred: tuple[HTTPStatus, str] | None = None  # a refusal awaiting earlier answers
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -154,10 +155,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def _refuse(self, status: HTTPStatus, message: str) -> None:
-        """Answer `status` with the server's JSON error and close the connection."""
+        """Answer `status` with the server's JSON error and close the connection: at once,
+        or, where earlier requests on the connection are still being answered (pipelined),
+        after the last of their answers, so the refusal never takes one's place."""
         self._refused = True
         self._disarm()
         log.info("closed a connection from %s: %s", self.client, message)
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            self._deferred = (status, message)
+            return
+        self._send_refusal(status, message)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        idle = not self.pipeline and (self.cycle is None or self.cycle.response_complete)
+        if self._deferred is not None and idle and not self.transport.is_closing():
+            status, message = self._deferred
+            self._deferred = None
+            self._send_refusal(status, message)
+
+    def _send_refusal(self, status: HTTPStatus, message: str) -> None:
         body = ErrorResponse(error=message).model_dump_json().encode()
         head = (
             f"HTTP/1.1 {status.value} {status.phrase}\r\n"

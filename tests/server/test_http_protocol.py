@@ -209,3 +209,17 @@ def test_a_request_whose_body_was_read_keeps_its_connection_after_an_error(
         assert status == 400 and "connection" not in headers
         sock.sendall(HEALTH)  # the same connection serves the next request
         assert _response(sock)[0] == 200
+
+
+def test_a_refused_pipelined_head_is_answered_after_the_requests_before_it(
+    guarded: LiveServer,
+) -> None:
+    """A valid request and one whose head is too large, in one write: the first is answered
+    first; the refusal (431) no longer takes its place."""
+    too_large = b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n"
+    with _connect(guarded) as sock:
+        sock.sendall(HEALTH + too_large)
+        status, _, body = _response(sock)
+        assert status == 200 and json.loads(body) == {"live": True}
+        assert _response(sock)[0] == 431
+        assert _closed(sock)
