@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -34,7 +35,9 @@ class CoalescingTransport:
     uvicorn writes a response's status line and headers, then its body: two `send` calls
     and, with TCP_NODELAY, two segments, each waking the client. Here the writes are kept
     until the loop's next turn (no timer: what is ready is sent as soon as the handler
-    yields) and leave together; closing sends what is kept first."""
+    yields) and leave together; closing sends what is kept first. What a caller of the
+    transport sees of its buffer counts what is kept; aborting drops it, as it drops the
+    transport's own buffer."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
@@ -54,6 +57,17 @@ class CoalescingTransport:
         kept, self._kept, self._kept_bytes = self._kept, [], 0
         if kept and not self._transport.is_closing():
             self._transport.writelines(kept)
+
+    def writelines(self, lines: Iterable[bytes]) -> None:
+        for data in lines:
+            self.write(data)
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + self._kept_bytes
 
     def close(self) -> None:
         self._flush()

@@ -153,7 +153,8 @@ def test_writes_in_one_turn_of_the_loop_leave_together_and_closing_sends_what_is
         transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
         coalescing = CoalescingTransport(transport, loop)  # type: ignore[arg-type]
         coalescing.write(b"HTTP/1.1 200 OK\r\n\r\n")
-        coalescing.write(b"body")
+        coalescing.writelines([b"bo", b"dy"])  # kept in order, like write
+        assert coalescing.get_write_buffer_size() == len(b"HTTP/1.1 200 OK\r\n\r\nbody")
         with pytest.raises(BlockingIOError):  # nothing has left yet
             theirs.recv(100)
         await asyncio.sleep(0)  # one turn of the loop
