@@ -168,6 +168,11 @@ def _cache_key(path: Path, image_size: int | None) -> str:
         ident += "|" + "|".join(
             f"{p}:{p.stat().st_mtime_ns}" for p in sorted(path.rglob("*")) if p.is_dir()
         )
+    elif zipfile.is_zipfile(path):  # a zip rewritten keeping size and mtime (cp -p, rsync)
+        with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(path) as archive:
+            ident += "|" + "|".join(
+                f"{i.filename}:{i.CRC}:{i.file_size}" for i in archive.infolist()
+            )  # the central directory only: nothing is inflated
     return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import zipfile
@@ -229,3 +230,30 @@ def test_crop_flip_shifts_and_mirrors_on_tensors() -> None:
         random_crop_flip(x, 2, torch.Generator().manual_seed(s))[0].sum().item() for s in range(20)
     }
     assert len(outs) > 1  # crops differ with the randomness
+
+
+def _bmp(value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (value, value, value)).save(buffer, format="BMP")
+    return buffer.getvalue()
+
+
+def test_a_zip_rewritten_with_the_same_size_and_time_is_decoded_again(tmp_path: Path) -> None:
+    """cp -p or rsync keep a file's size and mtime: the cache key holds the zip's member
+    checksums too, so other pixels are never served from the old cache."""
+    path, cache = tmp_path / "data.zip", tmp_path / "cache"
+
+    def write(dark: int, light: int) -> None:
+        with zipfile.ZipFile(path, "w") as archive:  # stored: the size depends on names only
+            for i in range(4):
+                archive.writestr(f"a/{i}.bmp", _bmp(dark))
+                archive.writestr(f"b/{i}.bmp", _bmp(light))
+
+    write(0, 255)
+    stat = path.stat()
+    first = load_image_folder(path, None, cache)
+    write(255, 0)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    second = load_image_folder(path, None, cache)
+    assert int(first.x[first.y == 0].max()) == 0 and int(second.x[second.y == 0].min()) == 255
