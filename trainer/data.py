@@ -398,7 +398,7 @@ def load_dataset(
 
 
 def stratified_split(
-    y: torch.Tensor, val_fraction: float, seed: int
+    y: torch.Tensor, val_fraction: float, seed: int, classes: list[str] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed-seed split keeping each class's share: (train indices, validation indices)."""
     generator = torch.Generator().manual_seed(seed)
@@ -407,6 +407,12 @@ def stratified_split(
         members = torch.nonzero(y == cls).flatten()
         members = members[torch.randperm(len(members), generator=generator)]
         n_val = round(len(members) * val_fraction)
+        if n_val == len(members) and len(y) > n_val:  # the class would never be trained on
+            raise UserError(
+                f"--val-fraction {val_fraction} leaves class "
+                f"{classes[int(cls)] if classes else int(cls)!r} ({len(members)} example(s)) "
+                "nothing to train on: lower it, or add examples of that class"
+            )
         val.append(members[:n_val])
         train.append(members[n_val:])
     train_idx, val_idx = torch.cat(train).sort().values, torch.cat(val).sort().values

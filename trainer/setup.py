@@ -30,7 +30,9 @@ class Split:
 
 
 def split_on_device(cfg: TrainConfig, data: Dataset, device: torch.device) -> Split:
-    train_idx, val_idx = stratified_split(data.y, cfg.resolved_val_fraction, cfg.split_seed)
+    train_idx, val_idx = stratified_split(
+        data.y, cfg.resolved_val_fraction, cfg.split_seed, data.classes
+    )
     if cfg.train_subset is not None:
         if cfg.train_subset >= len(train_idx):
             raise UserError(

@@ -257,3 +257,13 @@ def test_a_zip_rewritten_with_the_same_size_and_time_is_decoded_again(tmp_path: 
     assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
     second = load_image_folder(path, None, cache)
     assert int(first.x[first.y == 0].max()) == 0 and int(second.x[second.y == 0].min()) == 255
+
+
+def test_a_split_that_leaves_a_class_nothing_to_train_on_is_refused() -> None:
+    y = torch.tensor([0] * 20 + [1] * 20 + [2])
+    with pytest.raises(
+        UserError, match="leaves class 'cat' \\(1 example\\(s\\)\\) nothing to train"
+    ):
+        stratified_split(y, 0.6, seed=0, classes=["ant", "bee", "cat"])
+    train, val = stratified_split(y, 0.4, seed=0)  # one example: it trains, none validates
+    assert int((y[train] == 2).sum()) == 1 and int((y[val] == 2).sum()) == 0
