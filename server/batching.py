@@ -176,10 +176,13 @@ class DynamicBatcher:
     @staticmethod
     def _fitting(batch: list[_Pending], runtime: EnsembleRuntime) -> list[_Pending]:
         """The requests that fit the set about to run them; each other one, decoded for
-        the input of a set a reload has since replaced, gets a 409 saying so."""
+        the input of a set a reload has since replaced, gets a 409 saying so. A request
+        already settled (cancelled when the server stops) is not run."""
         shape = tuple(runtime.manifest.input.shape[1:])
         fits = []
         for item in batch:
+            if item.future.done():
+                continue
             if tuple(item.x.shape[1:]) == shape:
                 fits.append(item)
             elif not item.future.done():

@@ -121,6 +121,28 @@ def test_waiting_requests_fill_one_batch_and_each_gets_its_own_rows_in_order(
         assert_own_rows(runtime, x, answer)
 
 
+def test_a_request_cancelled_while_it_waits_is_not_run(runtime: EnsembleRuntime) -> None:
+    """Cancelled (as uvicorn cancels requests when the server stops): no onnxruntime time."""
+    metrics = Metrics()
+    xs = requests(1, 2, 3, 4)
+
+    async def scenario() -> list[tuple[BatchAnswer, EnsembleRuntime]]:
+        batcher = DynamicBatcher(NAME, lambda: runtime, 64, 0.0, metrics)
+        batcher.start()
+        tasks = [asyncio.create_task(batcher.submit(x)) for x in xs]
+        await asyncio.sleep(0)  # every request queued, none run yet
+        tasks[1].cancel()
+        tasks[3].cancel()
+        answers = await asyncio.gather(tasks[0], tasks[2])
+        await batcher.close()
+        return answers
+
+    answers = run(scenario)
+    assert batches(metrics) == (1, 4)  # the rows of requests 1 and 3 only
+    for x, (answer, _) in zip((xs[0], xs[2]), answers, strict=True):
+        assert_own_rows(runtime, x, answer)
+
+
 def test_a_batch_holds_at_most_max_rows_and_a_larger_request_runs_alone(
     runtime: EnsembleRuntime,
 ) -> None:
