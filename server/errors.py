@@ -179,22 +179,16 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = exc.headers  # as Starlette sets them
-        if exc.status_code == 405:  # Starlette's Allow names the first route's methods only
-            headers = {**(headers or {}), "Allow": ", ".join(_allowed(request))}
+        if exc.status_code == 405 and headers and "GET" in headers.get("Allow", ""):
+            # Starlette's Allow names the matched route's methods; HEAD is a route beside it.
+            headers = {**headers, "Allow": _with_head(request, headers["Allow"])}
         return error_response(exc.status_code, str(exc.detail), headers)
 
 
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-def _allowed(request: Request) -> list[str]:
-    """Every method some route answers at the request's path (a HEAD route beside a GET):
-    the routes are asked, as the router asks them, with each method in turn."""
-    routes = request.app.router.routes
-    return [
-        method
-        for method in METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
-        )
-    ]
+def _with_head(request: Request, allow: str) -> str:
+    """`allow` and HEAD, where a route answers HEAD at the request's path."""
+    scope = {**request.scope, "method": "HEAD"}
+    if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+        methods = [m.strip() for m in allow.split(",")]
+        return ", ".join(sorted({*methods, "HEAD"}))
+    return allow
