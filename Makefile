@@ -21,7 +21,7 @@ setup setup-test: $(VENV)/.installed-test
 
 $(VENV)/.installed-run: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet $(TORCH)  # unquoted: it may carry pip options
 	$(BIN)/python -m pip install --quiet -e ".[train,serve,$(ORT)]"
 	touch $@
 

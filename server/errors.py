@@ -105,6 +105,8 @@ LOOKUP_ERRORS: dict[int | str, dict[str, Any]] = {404: _doc("Unknown model or ve
 INPUT_ERRORS: dict[int | str, dict[str, Any]] = {
     400: _doc("Malformed input: the message names what was expected"),
     404: _doc("Unknown model or version"),
+    408: _doc("The request body stalled, or arrived slower than --min-body-rate"),
+    409: _doc("A reload replaced the model's input shape while the request waited"),
     413: _doc("Body, batch or image over the server's limits"),
     415: _doc("Unsupported Content-Type or Content-Encoding"),
     422: _doc("The request does not match the schema"),

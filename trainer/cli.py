@@ -76,6 +76,7 @@ def print_summary(model_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg: TrainConfig | None = None
     try:
         cfg = resolve_config(args)
         folder = ModelFolder(cfg.repository, cfg.model_name)
@@ -100,5 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted: continue this run with --resume", file=sys.stderr)
+        checkpoint = ModelFolder(cfg.repository, cfg.model_name).checkpoint_path if cfg else None
+        if checkpoint is not None and checkpoint.is_file():
+            print("interrupted: continue this run with --resume", file=sys.stderr)
+        else:  # stopped before its first epoch ended: nothing to resume from
+            print("interrupted before the first checkpoint: start the run again", file=sys.stderr)
         return 130

@@ -154,3 +154,19 @@ def test_a_run_without_a_checkpoint_is_started_again_by_skip_if_exists(
     assert "start it again with --overwrite" in _error(capsys)
     assert _run(repo, data, "--skip-if-exists") == 0
     assert read_manifest(folder).state == "complete"
+
+
+def test_an_interrupt_before_the_first_checkpoint_does_not_advise_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import trainer.train as train_module
+
+    def interrupted(self: object) -> float:
+        raise KeyboardInterrupt  # as Ctrl-C in the first epoch
+
+    monkeypatch.setattr(train_module.Trainer, "fit", interrupted)
+    repo, data = tmp_path / "repo", _npz(tmp_path / "data.npz", seed=0)
+    assert _run(repo, data) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first checkpoint: start the run again" in err
+    assert "--resume" not in err
