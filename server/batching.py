@@ -185,7 +185,7 @@ class DynamicBatcher:
                 continue
             if tuple(item.x.shape[1:]) == shape:
                 fits.append(item)
-            elif not item.future.done():
+            else:
                 item.future.set_exception(
                     Conflict(
                         f"the model was reloaded while the request waited and now takes "

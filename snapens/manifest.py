@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from snapens.atomic import atomic_write_bytes, sha256_bytes
-from snapens.validation import check_plain_name, one_line
+from snapens.validation import check_class_names, check_plain_name, one_line
 
 FORMAT_VERSION: Literal[1] = 1
 MANIFEST_FILE = "manifest.json"
@@ -182,9 +182,7 @@ class Manifest(_Strict):
     @field_validator("classes")
     @classmethod
     def _distinct_classes(cls, classes: list[str]) -> list[str]:
-        if any(not c.strip() for c in classes) or len(set(classes)) < len(classes):
-            raise ValueError("class names must be distinct and not empty")
-        return classes
+        return check_class_names(classes)
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

@@ -32,6 +32,13 @@ def changed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return [key for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
 
 
+def check_class_names(classes: list[str]) -> list[str]:
+    """Class names are distinct and not blank; ValueError otherwise."""
+    if any(not c.strip() for c in classes) or len(set(classes)) < len(classes):
+        raise ValueError("class names must be distinct and not empty")
+    return classes
+
+
 def check_plain_name(name: str) -> str:
     """A model name is a plain folder name: not empty, not hidden, no path separators or
     NUL, at most 100 characters; ValueError otherwise."""

@@ -43,7 +43,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
     settings = {key.replace("-", "_"): value for key, value in data.items()}
     for key, value in settings.items():  # pydantic would take true as 1 for a number
         field = TrainConfig.model_fields.get(key)
-        if isinstance(value, bool) and field is not None and field.annotation not in (bool, "bool"):
+        if isinstance(value, bool) and field is not None and field.annotation is not bool:
             raise UserError(
                 f"--config {path}: {key} = {str(value).lower()}: expected a value, not true/false"
             )
