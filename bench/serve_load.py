@@ -186,7 +186,8 @@ def v2_request(model: str, x: np.ndarray) -> bytes:
 
 async def read_reply(reader: asyncio.StreamReader) -> bytes:
     """Read one whole HTTP/1.1 reply, by its Content-Length or in chunks (as KServe's binary
-    answers and Ray Serve's come); returns its status line."""
+    answers and Ray Serve's come); returns its status line, and for an answer other than 200
+    the start of its body."""
     status = await reader.readline()
     length, in_chunks = 0, False
     while (line := await reader.readline()) not in (b"\r\n", b""):
@@ -196,8 +197,8 @@ async def read_reply(reader: asyncio.StreamReader) -> bytes:
         elif name.lower() == b"transfer-encoding":
             in_chunks = b"chunked" in value.lower()
     if not in_chunks:
-        await reader.readexactly(length)
-        return status
+        body = await reader.readexactly(length)
+        return status if b" 200 " in status else status.rstrip() + b" " + body[:300]
     while size := int((await reader.readline()).split(b";")[0], 16):
         await reader.readexactly(size + 2)
     await reader.readline()  # the empty line after the last chunk (no trailers)
@@ -327,7 +328,7 @@ def serve(repository: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
             "--port",
             str(port),
             "--poll-interval-s",
-            "0",
+            "60",  # hot reload on (--workers needs it), out of the measurements' way
             "--log-level",
             "warning",
             *flags,
@@ -336,6 +337,7 @@ def serve(repository: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
         env={**os.environ},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, worker processes included
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -9,10 +9,11 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from server import __version__
 from server.auth import ApiKeyMiddleware
+from server.board import ProcessBoard
 from server.decoding import ImageDecoder
 from server.errors import install_handlers
 from server.metrics import Metrics
@@ -27,18 +28,29 @@ from server.settings import ServerSettings
 log = logging.getLogger("snapens.server")
 
 
-def create_app(settings: ServerSettings) -> FastAPI:
-    metrics = Metrics()
-    repository = ModelRepository(settings, metrics)
+def create_app(
+    settings: ServerSettings, board: ProcessBoard | None = None, answer_while_loading: bool = True
+) -> FastAPI:
+    """The app of one server process; `board`: that of the --workers processes sharing the
+    machine, where there are several. A process that does not answer while loading takes
+    no connection before its repository's first load is done (with several processes, all
+    but the first: none of them answers 503 while another is ready)."""
+    metrics = Metrics(multiprocess=settings.workers > 1)
+    repository = ModelRepository(settings, metrics, board)
     decoder = ImageDecoder(settings.decode_workers, settings.max_image_pixels)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.get_running_loop().create_task(repository.start(), name="initial-load")
+        loading = None
+        if answer_while_loading:
+            loop = asyncio.get_running_loop()
+            loading = loop.create_task(repository.start(), name="initial-load")
+        else:
+            await repository.start()  # uvicorn listens once the startup is done
         try:
             yield
         finally:
-            if not loading.done():
+            if loading is not None and not loading.done():
                 loading.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loading
@@ -69,15 +81,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # Innermost: the hot route answered without FastAPI's routing, inside the key check and
     # the request middleware.
     app.add_middleware(V2InferFastPath, repository=repository, settings=settings)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
-    budget = BodyBudget(settings.max_body_bytes_in_flight)
-    metrics.body_bytes_in_flight.set_function(lambda: budget.held)
+    # Each process holds its share of the bodies in flight (at least one of the largest).
+    share = max(settings.max_body_bytes, settings.max_body_bytes_in_flight // settings.workers)
+    budget = BodyBudget(share, metrics.body_bytes_in_flight)
     # Added last, so it runs first: every response, a 401 included, is counted and logged.
     app.add_middleware(
         RequestContext,

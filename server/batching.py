@@ -22,6 +22,9 @@ the worker thread too, and each request gets its rows of it. The runtime is look
 per batch: after a hot reload the next batch runs on the new snapshot set while a batch
 already running finishes on the old one. A failing batch fails only the requests that
 cause it: it is run again a request at a time.
+
+With several server processes (`--workers`), a batch that runs while no other process
+serves clients runs on the sessions that use every core (server.board).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.board import ProcessBoard
 from server.errors import Conflict
 from server.metrics import Metrics
 from server.runtime import BatchAnswer, EnsembleRuntime, Float32Array
@@ -57,6 +61,7 @@ class DynamicBatcher:
         max_delay_s: float,
         metrics: Metrics,
         workers: int = 1,
+        board: ProcessBoard | None = None,
     ) -> None:
         self.name = name
         self._runtime = runtime
@@ -70,6 +75,7 @@ class DynamicBatcher:
         self._rows = 0
         self._wakeup = asyncio.Event()
         self._workers = workers
+        self._board = board or ProcessBoard.single()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"infer-{name}")
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -209,9 +215,14 @@ class DynamicBatcher:
             x = batch[0].x if len(batch) == 1 else np.concatenate([item.x for item in batch])
             need = max(item.members or runtime.default_m for item in batch)
             self._batch_rows.observe(len(x))
-            answer = await asyncio.get_running_loop().run_in_executor(
-                self._executor, runtime.answer, x, None, need
-            )
+            alone = self._board.idle()
+            self._board.enter()
+            try:
+                answer = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, runtime.answer, x, None, need, alone
+                )
+            finally:
+                self._board.leave()
         except Exception as exc:
             if len(batch) > 1:
                 for item in batch:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -21,6 +22,9 @@ from server.settings import (
     settings_from_flags,
 )
 from snapens.flags import HelpFormatter
+
+if TYPE_CHECKING:
+    from server.board import ProcessBoard
 
 log = logging.getLogger("snapens.server")
 
@@ -64,17 +68,42 @@ def settings_from(argv: list[str] | None) -> ServerSettings:
 def main(argv: list[str] | None = None) -> int:
     settings = settings_from(argv)
     from server import logs
-    from server.app import create_app
 
     logs.configure(settings.log_level, settings.log_format)
     if not settings.repository.is_dir():
         print(f"error: --repository {settings.repository}: no such folder", file=sys.stderr)
         return 2
-    config = uvicorn.Config(create_app(settings), **uvicorn_options(settings))
-    sock = config.bind_socket()  # uvicorn's own error and exit where the port is taken
-    host, port = sock.getsockname()[:2]  # the port the system gave, for --port 0
+    if settings.workers > 1:
+        from server.supervisor import Supervisor
+
+        return Supervisor(settings).run()
+    # uvicorn's own error and exit where the port is taken; the app is made where it serves.
+    sock = uvicorn.Config("server.app:create_app", **uvicorn_options(settings)).bind_socket()
+    listening(settings, sock)
+    return serve(settings, sock)
+
+
+def listening(settings: ServerSettings, sock: socket.socket) -> None:
+    """The startup line, with the port the system gave (for --port 0)."""
+    host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    log.info("listening on http://%s:%d (repository %s)", shown, port, settings.repository)
+    processes = f", {settings.workers} processes" if settings.workers > 1 else ""
+    log.info(
+        "listening on http://%s:%d (repository %s%s)", shown, port, settings.repository, processes
+    )
+
+
+def serve(
+    settings: ServerSettings,
+    sock: socket.socket,
+    board: ProcessBoard | None = None,
+    answer_while_loading: bool = True,
+) -> int:
+    """Serve on sock in this process until SIGTERM or SIGINT; the exit status."""
+    from server.app import create_app
+
+    app = create_app(settings, board, answer_while_loading)
+    config = uvicorn.Config(app, **uvicorn_options(settings))
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])

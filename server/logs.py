@@ -30,6 +30,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
             "request_id": getattr(record, "request_id", "-"),
+            "pid": record.process,  # which of the --workers processes
         }
         entry |= getattr(record, "fields", {})
         if record.exc_info:

@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import Busy, PayloadTooLarge, ServingError, error_response
@@ -67,7 +67,18 @@ class BodyBudget:
     memory."""
 
     limit: int
+    gauge: Gauge | None = None  # where the bytes held are shown
     held: int = 0
+
+    def take(self, size: int) -> None:
+        self.held += size
+        if self.gauge is not None:
+            self.gauge.set(self.held)
+
+    def give(self, size: int) -> None:
+        self.held -= size
+        if self.gauge is not None:
+            self.gauge.set(self.held)
 
 
 class RequestContext:
@@ -196,7 +207,7 @@ class RequestContext:
                 if self.budget.held + size > self.budget.limit:
                     raise self._busy(size)
                 received += size
-                self.budget.held += size
+                self.budget.take(size)
             return message
 
         try:
@@ -218,7 +229,8 @@ class RequestContext:
                     raise
                 await error_response(500, "internal server error")(scope, receive, send_with_id)
         finally:
-            self.budget.held -= received
+            if received:
+                self.budget.give(received)
             if disconnected and not started_response:
                 status = CLIENT_CLOSED_REQUEST
             elapsed = time.perf_counter() - started

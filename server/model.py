@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from server.batching import DynamicBatcher
+from server.board import ProcessBoard
 from server.errors import BadRequest, Conflict, NotReady
 from server.metrics import Metrics
 from server.runtime import EnsembleRuntime, Float32Array, RuntimeLoadError
@@ -56,11 +57,18 @@ class Answer:
 
 class ServedModel:
     def __init__(
-        self, name: str, model_dir: Path, settings: ServerSettings, metrics: Metrics
+        self,
+        name: str,
+        model_dir: Path,
+        settings: ServerSettings,
+        alone: ServerSettings | None,
+        metrics: Metrics,
+        board: ProcessBoard | None = None,
     ) -> None:
         self.name = name
         self.model_dir = model_dir
         self.settings = settings
+        self.alone = alone  # the sessions' settings for a batch alone on the machine (board.py)
         self.metrics = metrics
         self._mutual_information = metrics.mutual_information.labels(name)
         self.runtime: EnsembleRuntime | None = None
@@ -74,6 +82,7 @@ class ServedModel:
             settings.max_queue_delay_ms / 1000,
             metrics,
             settings.batch_workers,
+            board,
         )
 
     @property
@@ -97,7 +106,12 @@ class ServedModel:
             stamp = manifest_stamp(self.model_dir)
             try:
                 runtime = await asyncio.to_thread(
-                    EnsembleRuntime.load, self.model_dir, self.settings.m, self.settings, True
+                    EnsembleRuntime.load,
+                    self.model_dir,
+                    self.settings.m,
+                    self.settings,
+                    True,
+                    self.alone,
                 )
             except (ManifestError, RuntimeLoadError) as exc:
                 return self._failed(stamp, str(exc))

@@ -10,10 +10,11 @@ import logging
 from pathlib import Path
 
 from server import heap
+from server.board import ProcessBoard
 from server.errors import NotFound
 from server.metrics import Metrics
 from server.model import ServedModel
-from server.runtime import intra_op_spinning
+from server.runtime import intra_op_spinning, process_share
 from server.settings import ServerSettings
 from snapens.manifest import MANIFEST_FILE
 
@@ -21,9 +22,12 @@ log = logging.getLogger("snapens.repository")
 
 
 class ModelRepository:
-    def __init__(self, settings: ServerSettings, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: ServerSettings, metrics: Metrics, board: ProcessBoard | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.board = board or ProcessBoard.single()
         self.root = Path(settings.repository)
         self.models: dict[str, ServedModel] = {}
         self.started = False
@@ -31,8 +35,13 @@ class ModelRepository:
 
     @property
     def ready(self) -> bool:
-        """Ready once the first scan has loaded, and at least one model can answer."""
-        return self.started and any(model.ready for model in self.models.values())
+        """Ready once the first scan has loaded, and at least one model can answer (with
+        several server processes, once every process's first scan has loaded)."""
+        return (
+            self.started
+            and any(model.ready for model in self.models.values())
+            and self.board.all_loaded()
+        )
 
     def folders(self) -> dict[str, Path]:
         if not self.root.is_dir():
@@ -50,6 +59,7 @@ class ModelRepository:
             log.exception("loading the repository failed")
         heap.freeze_long_lived()
         self.started = True
+        self.board.loaded()
         if self.settings.poll_interval_s > 0:
             self._poller = asyncio.get_running_loop().create_task(
                 self._poll(), name="manifest-poller"
@@ -63,12 +73,21 @@ class ModelRepository:
             ),
         )
 
-    def model_settings(self, models: int) -> ServerSettings:
+    def model_settings(self, models: int) -> tuple[ServerSettings, ServerSettings | None]:
         """The settings a model's snapshot set loads with, where `models` are served, with
-        --intra-op-spinning auto resolved for that count. A model loaded before the count
-        changed keeps its sessions until its next load."""
-        spinning = intra_op_spinning(self.settings, models)
-        return self.settings.model_copy(update={"intra_op_spinning": spinning})
+        --intra-op-spinning auto resolved for that count; with several server processes,
+        those of its sessions under load (the process's share of the cores) and those of
+        its sessions for a batch alone on the machine (server.board), else None. A model
+        loaded before the count changed keeps its sessions until its next load."""
+
+        def resolved(processes: int) -> ServerSettings:
+            spinning = intra_op_spinning(self.settings, models, processes)
+            return self.settings.model_copy(update={"intra_op_spinning": spinning})
+
+        workers = self.settings.workers
+        if workers == 1:
+            return resolved(1), None
+        return process_share(resolved(workers), workers), resolved(1)
 
     async def refresh(self) -> None:
         """Add new model folders, reload those whose manifest changed, and unload those
@@ -80,7 +99,7 @@ class ModelRepository:
                 await self._unload(name)
         settings = self.model_settings(len(folders))
         for served in self.models.values():
-            served.settings = settings
+            served.settings, served.alone = settings
         for name, folder in folders.items():
             try:
                 model = self.models.get(name)
@@ -103,7 +122,7 @@ class ModelRepository:
             if folder is None:
                 raise NotFound(f"no model folder {name!r} with a manifest in the repository")
             model = self._add(name, folder, settings)
-        model.settings = settings
+        model.settings, model.alone = settings
         await model.load()
         return model
 
@@ -129,8 +148,10 @@ class ModelRepository:
             self.metrics.snapshots.remove(name)
         await model.batcher.close()
 
-    def _add(self, name: str, folder: Path, settings: ServerSettings) -> ServedModel:
-        model = ServedModel(name, folder, settings, self.metrics)
+    def _add(
+        self, name: str, folder: Path, settings: tuple[ServerSettings, ServerSettings | None]
+    ) -> ServedModel:
+        model = ServedModel(name, folder, *settings, self.metrics, self.board)
         model.batcher.start()
         self.models[name] = model
         return model

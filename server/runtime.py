@@ -15,8 +15,10 @@ every snapshot costs memory, not time.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +33,7 @@ from server.fusion import (
     fuse,
 )
 from server.providers import (
+    CPU,
     GPU_PROVIDERS,
     PREFERENCE,
     ProviderUnavailable,
@@ -65,15 +68,29 @@ OPTIMIZATION = {
 Float32Array = npt.NDArray[np.float32]
 
 
-def intra_op_spinning(settings: RuntimeSettings, models: int = 1) -> Spinning:
+def intra_op_spinning(settings: RuntimeSettings, models: int = 1, processes: int = 1) -> Spinning:
     """What --intra-op-spinning auto means where `models` are served (bench/spinning.py):
     on for one fused model; run with one session per snapshot, whose pools would each spin
-    against the next session's run; off for several models, whose batches run at once."""
+    against the next session's run, or for the sessions of one of several server processes
+    under load, whose pools would spin against the other processes' batches; off for
+    several models, whose batches run at once."""
     if settings.intra_op_spinning != Spinning.AUTO:
         return settings.intra_op_spinning
     if models > 1:
         return Spinning.OFF
-    return Spinning.ON if settings.execution == Execution.FUSED else Spinning.RUN
+    if processes > 1 or settings.execution != Execution.FUSED:
+        return Spinning.RUN
+    return Spinning.ON
+
+
+R = TypeVar("R", bound=RuntimeSettings)
+
+
+def process_share(settings: R, processes: int) -> R:
+    """The settings of the sessions of one of `processes` server processes under load:
+    its share of the intra-op threads (--intra-op-threads, 0: every core)."""
+    threads = settings.intra_op_threads or len(os.sched_getaffinity(0))
+    return settings.model_copy(update={"intra_op_threads": max(1, threads // processes)})
 
 
 def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
@@ -168,6 +185,9 @@ class EnsembleRuntime:
     groups: list[MemberGroup]  # the earlier members (if any are loaded), then the served
     providers: list[str]
     warnings: list[str] = field(default_factory=list)
+    # The same groups on sessions that use every core, for a batch that runs alone on the
+    # machine where several server processes share it (server.board); else none.
+    alone_groups: list[MemberGroup] = field(default_factory=list)
 
     @property
     def m(self) -> int:
@@ -190,12 +210,19 @@ class EnsembleRuntime:
 
     @classmethod
     def load(
-        cls, model_dir: Path, m: int | None, settings: RuntimeSettings, every_snapshot: bool = False
+        cls,
+        model_dir: Path,
+        m: int | None,
+        settings: RuntimeSettings,
+        every_snapshot: bool = False,
+        alone: RuntimeSettings | None = None,
     ) -> EnsembleRuntime:
         """Load and check the last m snapshots (at most the number there are); m None: the
         manifest's default_m, or with every_snapshot all of them, so that a request may ask
         for more than the default (the server does). Answers default to m, else the
-        manifest's default_m. Raises ManifestError or RuntimeLoadError saying why."""
+        manifest's default_m. With `alone`, the settings of a batch that runs alone on the
+        machine, a second set of sessions is loaded with them where the snapshots run on
+        the CPU. Raises ManifestError or RuntimeLoadError saying why."""
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
         if not manifest.snapshots:
@@ -226,11 +253,12 @@ class EnsembleRuntime:
 
         choice = choose_providers(settings.providers)
         providers = choice.providers
-        options = session_options(settings)
         per_provider = provider_options(providers, settings)
         io = manifest.input.name, manifest.output.name
 
-        def group(part: list[onnx.ModelProto], answers: bool) -> MemberGroup:
+        def group(
+            part: list[onnx.ModelProto], answers: bool, options: ort.SessionOptions
+        ) -> MemberGroup:
             if settings.execution == Execution.FUSED:
                 graph = fuse(part, *io, manifest.temperature, answer=answers)
                 fused = graph.SerializeToString()
@@ -245,18 +273,20 @@ class EnsembleRuntime:
             return MemberGroup(len(part), sessions, settings.execution, manifest, in_graph)
 
         served = min(wanted, len(graphs))
+        parts = [(p, a) for p, a in ((graphs[:-served], False), (graphs[-served:], True)) if p]
         try:
-            groups = [
-                group(part, answers)
-                for part, answers in ((graphs[:-served], False), (graphs[-served:], True))
-                if part
-            ]
+            options = session_options(settings)
+            groups = [group(part, answers, options) for part, answers in parts]
+            got = groups[0].sessions[0].get_providers()
+            alone_groups = []
+            if alone is not None and got[0] == CPU:
+                options = session_options(alone)
+                alone_groups = [group(part, answers, options) for part, answers in parts]
         except Exception as exc:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(
                 f"{model_dir}: onnxruntime cannot load the snapshots: {exc}"
             ) from None
 
-        got = groups[0].sessions[0].get_providers()
         problems = [choice.skipped] if choice.skipped else []
         asked_gpu = [p for p in providers if p in GPU_PROVIDERS]
         lost = [p for p in asked_gpu if p not in got]
@@ -272,10 +302,19 @@ class EnsembleRuntime:
             )
             log.warning("GPU NOT IN USE for %s: %s", manifest.name, problems[-1])
         runtime = cls(
-            model_dir, manifest, members, settings.execution, groups, got, warnings + problems
+            model_dir,
+            manifest,
+            members,
+            settings.execution,
+            groups,
+            got,
+            warnings + problems,
+            alone_groups,
         )
         try:  # fail now, not on the first request
-            runtime.run(np.zeros((1, *manifest.input.shape[1:]), dtype=np.float32))
+            for on_alone in (False, True)[: 1 + bool(alone_groups)]:
+                x = np.zeros((1, *manifest.input.shape[1:]), dtype=np.float32)
+                runtime.run(x, alone=on_alone)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(
                 f"{model_dir}: the snapshots do not answer an input of the manifest's shape "
@@ -290,19 +329,21 @@ class EnsembleRuntime:
         )
         return runtime
 
-    def run(self, x: Float32Array, members: int | None = None) -> Prediction:
+    def run(self, x: Float32Array, members: int | None = None, alone: bool = False) -> Prediction:
         """The probabilities (softmax of logits / the manifest's temperature) of the last
         `members` loaded members (None: all of them) and their mean, for a batch x
         [N, C, H, W] of raw pixels, and where the temperature is not 1 the members'
-        probabilities at temperature 1. Only the groups holding those members run."""
+        probabilities at temperature 1. Only the groups holding those members run; `alone`:
+        on the sessions that use every core, where there are such."""
         k = self.m if members is None else max(1, min(members, self.m))
-        served = self.groups[-1].run(x)
+        groups = self.alone_groups if alone and self.alone_groups else self.groups
+        served = groups[-1].run(x)
         if k == self.default_m:
             return served
         if k < self.default_m:
             probs, trained = served.member_probs[-k:], served.trained_probs[-k:]
         else:
-            earlier = self.groups[0].run(x)
+            earlier = groups[0].run(x)
             probs, trained = (
                 np.concatenate([p[-(k - self.default_m) :], q])
                 for p, q in (
@@ -314,16 +355,22 @@ class EnsembleRuntime:
         return Prediction(probs, probs.mean(axis=0), served.result, trained if scaled else None)
 
     def answer(
-        self, x: Float32Array, batch_size: int | None = None, members: int | None = None
+        self,
+        x: Float32Array,
+        batch_size: int | None = None,
+        members: int | None = None,
+        alone: bool = False,
     ) -> BatchAnswer:
         """The probabilities of the last `members` loaded members (None: all of them; at
         least the served ones), in batches of batch_size rows, and the ensemble's answer
-        from the served members (the last default_m)."""
+        from the served members (the last default_m); `alone` as in run()."""
         k = max(self.m if members is None else members, self.default_m)
         if batch_size is None or len(x) <= batch_size:
-            prediction = self.run(x, k)
+            prediction = self.run(x, k, alone)
         else:
-            parts = [self.run(x[i : i + batch_size], k) for i in range(0, len(x), batch_size)]
+            parts = [
+                self.run(x[i : i + batch_size], k, alone) for i in range(0, len(x), batch_size)
+            ]
             results = [p.result for p in parts if p.result is not None]
             trained = [p.trained for p in parts if p.trained is not None]
             prediction = Prediction(

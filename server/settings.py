@@ -118,6 +118,15 @@ class ServerSettings(RuntimeSettings):
     )
     host: str = Field("127.0.0.1", description="address to listen on; 0.0.0.0 in containers")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="server processes sharing the port, each loading every model with its "
+        "share of the cores (a batch alone on the machine takes them all); each has its own "
+        "event loop, which at concurrency answers and parses requests while another "
+        "process's batch runs (bench/serve_processes.py)",
+    )
     m: int | None = Field(
         None, ge=1, description="snapshots served per model; unset: the manifest's default_m"
     )
@@ -143,7 +152,8 @@ class ServerSettings(RuntimeSettings):
         ge=1024,
         description="request-body bytes held at once, summed over the requests being "
         "answered; a request that would take it beyond gets 503 with Retry-After (instead "
-        "of the server running out of memory); at least --max-body-bytes",
+        "of the server running out of memory); at least --max-body-bytes; with --workers, "
+        "each process holds an equal share of it (and at least one body of the largest size)",
     )
 
     @field_validator("max_body_bytes_in_flight")
@@ -186,8 +196,25 @@ class ServerSettings(RuntimeSettings):
         description="request line and headers limit in bytes, 431 beyond",
     )
     poll_interval_s: float = Field(
-        2.0, ge=0, description="seconds between manifest polls for hot reload; 0: off"
+        2.0,
+        ge=0,
+        description="seconds between manifest polls for hot reload; 0: off (one process only: "
+        "a load request reaches one of the --workers processes, and the others learn of a "
+        "new snapshot set by polling)",
     )
+
+    @field_validator("poll_interval_s")
+    @classmethod
+    def _every_process_reloads(cls, value: float, info: ValidationInfo) -> float:
+        workers = info.data.get("workers", 1)
+        if value == 0 and workers > 1:
+            raise ValueError(
+                f"0 (no polling) with --workers {workers}: a load request reaches one "
+                "process, and the others would serve their old snapshot sets for good; poll, "
+                "or serve with one process"
+            )
+        return value
+
     api_key: SecretStr | None = Field(
         None,
         description="if set, required on every route but health, the demo page's files and the "

@@ -8,7 +8,9 @@ batcher's worker runs (asyncio runs ready tasks in order), so the batches are kn
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 
 from server.batching import DynamicBatcher
+from server.board import ProcessBoard
 from server.errors import Conflict
 from server.metrics import Metrics
 from server.runtime import BatchAnswer, EnsembleRuntime
@@ -403,3 +406,54 @@ def test_a_request_decoded_for_a_replaced_input_gets_409_and_its_batch_runs(
     assert isinstance(refused, Conflict) and refused.status == 409
     assert "now takes [N, 1, 8, 8], not [N, 3, 4, 4]" in refused.message
     assert_own_rows(runtime, good, answer)
+
+
+class Recording:
+    """The runtime, recording for each batch whether it ran on the sessions for a batch
+    alone on the machine."""
+
+    def __init__(self, runtime: EnsembleRuntime, watch: Callable[[], Any]) -> None:
+        self.runtime = runtime
+        self.alone: list[bool] = []
+        self.watch = watch
+        self.seen: list[Any] = []  # what `watch` gave while each batch ran
+
+    def answer(
+        self, x: np.ndarray, batch_size: int | None, members: int | None, alone: bool
+    ) -> BatchAnswer:
+        self.alone.append(alone)
+        self.seen.append(self.watch())
+        return self.runtime.answer(x, batch_size, members, alone)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.runtime, name)
+
+
+def test_a_batch_runs_on_every_core_only_while_no_other_process_serves_clients(
+    runtime: EnsembleRuntime,
+) -> None:
+    """Process 0 of two (server.board): alone while process 1 has been quiet, not while
+    a batch of process 1 runs or ended a moment ago; its own batches mark it busy."""
+    ended, loaded = [-math.inf, -math.inf], [1, 1]
+    board = ProcessBoard(ended, loaded, 0)
+    recording = Recording(runtime, lambda: ended[0])
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(
+            NAME, lambda: cast(EnsembleRuntime, recording), 64, 0.0, Metrics(), board=board
+        )
+        batcher.start()
+        await batcher.submit(pixels(1))  # process 1 quiet
+        ended[1] = math.inf  # process 1 runs a batch
+        await batcher.submit(pixels(1))
+        ended[1] = time.monotonic()  # ... which just ended: its clients come back
+        await batcher.submit(pixels(1))
+        ended[1] = time.monotonic() - 1.0  # quiet for a second
+        await batcher.submit(pixels(1))
+        await batcher.close()
+
+    run(scenario)
+    assert recording.alone == [True, False, False, True]
+    assert recording.seen == [math.inf] * 4  # process 0 is busy while its batches run
+    assert time.monotonic() - 10 < ended[0] < time.monotonic()  # when its last batch ended
+    assert board.idle()

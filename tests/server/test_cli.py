@@ -24,6 +24,7 @@ DEFAULTS = {
     "--repository": "models",
     "--host": "127.0.0.1",
     "--port": "8000",
+    "--workers": "1",
     "--m": "unset",
     "--max-batch-size": "64",
     "--max-queue-delay-ms": "2",
@@ -194,6 +195,13 @@ def test_a_flag_overrides_the_environment_and_the_env_file(
             "error: SNAPENS_API_KEY: the key begins or ends with whitespace (a "
             "secret made from a file often ends with a newline), which no client can send in a "
             "header; remove it",
+        ),
+        (
+            ["--workers", "2", "--poll-interval-s", "0"],
+            {},
+            "error: --poll-interval-s (or SNAPENS_POLL_INTERVAL_S): 0 (no polling) with "
+            "--workers 2: a load request reaches one process, and the others would serve their "
+            "old snapshot sets for good; poll, or serve with one process",
         ),
         (
             ["--max-body-bytes-in-flight", "2000000"],

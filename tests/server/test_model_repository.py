@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
+from server.board import ProcessBoard
 from server.errors import NotFound
 from server.metrics import Metrics
 from server.model import ServedModel
@@ -106,3 +109,41 @@ def test_a_model_whose_folder_is_gone_is_unloaded_unless_the_repository_is(
     assert kept == ["first", "second"]
     assert after == ["first"]
     assert answered
+
+
+def test_one_of_several_processes_loads_its_share_of_the_cores_and_is_ready_with_the_others(
+    synthetic_digits: Path, tmp_path: Path
+) -> None:
+    """Process 0 of two, given two threads: sessions of one thread under load (whose
+    threads stop spinning after a run: the cores are the other process's too) and of two
+    for a batch alone on the machine; ready only once process 1's first load is done."""
+    copy_model(synthetic_digits, tmp_path, "digits")
+    settings = ServerSettings(repository=tmp_path, workers=2, intra_op_threads=2)
+    loaded = [0, 0]
+    board = ProcessBoard([-math.inf, -math.inf], loaded, 0)
+
+    async def scenario() -> tuple[list[tuple[int, str]], list[bool]]:
+        repository = ModelRepository(settings, Metrics(), board)
+        await repository.start()
+        try:
+            runtime = repository.get("digits").current()
+            sessions = [runtime.groups[0].sessions[0], runtime.alone_groups[0].sessions[0]]
+            seen = [(s.get_session_options().intra_op_num_threads, stops(s)) for s in sessions]
+            readiness = [repository.ready]
+            loaded[1] = 1
+            return seen, [*readiness, repository.ready]
+        finally:
+            await repository.close()
+
+    seen, readiness = asyncio.run(scenario())
+    assert seen == [(1, "1"), (2, "unset")]
+    assert loaded == [1, 1] and readiness == [False, True]
+
+
+def stops(session: ort.InferenceSession) -> str:
+    """Whether the session's threads stop spinning after each run."""
+    options = session.get_session_options()
+    try:
+        return str(options.get_session_config_entry("session.force_spinning_stop"))
+    except Exception:  # onnxruntime raises where the entry is not set
+        return "unset"

@@ -305,3 +305,34 @@ def test_the_spinning_setting_reaches_onnxruntime(
             options.get_session_config_entry("session.force_spinning_stop")
     else:
         assert options.get_session_config_entry("session.force_spinning_stop") == stop_after_run
+
+
+@pytest.mark.parametrize("execution", ["fused", "per-member"])
+def test_a_batch_alone_on_the_machine_runs_on_sessions_of_every_core_with_the_same_numbers(
+    digits_repo: Path, digit_images: tuple[np.ndarray, np.ndarray], execution: str
+) -> None:
+    """One of two server processes: its sessions under load have one thread; a second set
+    for a batch alone on the machine has two; both answer alike."""
+    x = digit_images[0][:20]
+    share = RuntimeSettings(execution=execution, intra_op_threads=1)
+    alone = RuntimeSettings(execution=execution, intra_op_threads=2)
+    runtime = EnsembleRuntime.load(digits_repo / "digits", None, share, alone=alone)
+    threads = [
+        [s.get_session_options().intra_op_num_threads for g in groups for s in g.sessions]
+        for groups in (runtime.groups, runtime.alone_groups)
+    ]
+    assert threads[0] and set(threads[0]) == {1} and set(threads[1]) == {2}
+    for members in (None, 2):
+        loaded, everywhere = (runtime.answer(x, None, members, a) for a in (False, True))
+        np.testing.assert_allclose(
+            loaded.prediction.member_probs, everywhere.prediction.member_probs, atol=1e-6
+        )
+        for name in ("probabilities", *DISAGREEMENT_FIGURES):
+            np.testing.assert_allclose(
+                getattr(loaded.result, name), getattr(everywhere.result, name), atol=1e-6
+            )
+    single = EnsembleRuntime.load(digits_repo / "digits", None, share)
+    assert single.alone_groups == []  # one process: its sessions have every core already
+    np.testing.assert_allclose(
+        single.answer(x, alone=True).prediction.mean, runtime.answer(x).prediction.mean, atol=1e-6
+    )

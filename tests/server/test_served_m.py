@@ -87,7 +87,7 @@ def test_an_m_a_reload_took_away_while_the_request_waited_is_a_409(
     x = digit_images[0][:1].astype(np.float32)
 
     async def scenario() -> tuple[BaseException | None, Answer]:
-        model = ServedModel("digits", folder, settings, Metrics())
+        model = ServedModel("digits", folder, settings, None, Metrics())
         await model.load()
         model.batcher.start()
         waiting = asyncio.create_task(model.predict(x, 5))

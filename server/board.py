@@ -1,0 +1,63 @@
+"""What the server's processes (`--workers`) know of each other, in shared memory: for
+each process, when its last batch ended (infinity while one runs) and whether its first
+load is done, each written only by that process's event loop (and reset by the
+supervisor when it starts the process again).
+
+With several processes, each one's sessions use its share of the cores, so that under
+load the processes' batches run side by side without their threads competing. A batch
+that would run alone on the machine (no batch of another process running or ended within
+the last RECENT_S, that is, no other process serving clients now) runs instead on
+sessions that use every core: at concurrency 1, or where the connections all went to one
+process, the server is as fast as one process. The times are read without a lock: a
+stale read costs at most one batch on the other set of sessions, never a wrong answer.
+
+The server is ready when every process's first load is done: the first process answers
+while it loads (liveness), so until then a client could reach it and get 503.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import MutableSequence
+
+# A process whose last batch ended this recently is between two batches of its clients.
+RECENT_S = 0.05
+
+
+class ProcessBoard:
+    def __init__(
+        self, ended: MutableSequence[float], loaded: MutableSequence[int], index: int
+    ) -> None:
+        self._ended = ended  # per process: when its last batch ended; inf while one runs
+        self._loaded = loaded  # per process: 1 once its first load is done
+        self._index = index
+        self._running = 0  # batches of this process running now (any model)
+
+    @classmethod
+    def single(cls) -> ProcessBoard:
+        """The board of a server of one process."""
+        return cls([-math.inf], [0], 0)
+
+    def idle(self) -> bool:
+        """No batch runs in this process, and no other process is serving clients now."""
+        if self._running:
+            return False
+        since = time.monotonic() - RECENT_S
+        return all(ended < since for i, ended in enumerate(self._ended) if i != self._index)
+
+    def enter(self) -> None:
+        self._running += 1
+        self._ended[self._index] = math.inf
+
+    def leave(self) -> None:
+        self._running -= 1
+        if not self._running:
+            self._ended[self._index] = time.monotonic()
+
+    def loaded(self) -> None:
+        """This process's first load is done."""
+        self._loaded[self._index] = 1
+
+    def all_loaded(self) -> bool:
+        return all(self._loaded)

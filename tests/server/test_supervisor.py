@@ -1,0 +1,118 @@
+"""`python -m server --workers 2` as a process: two server processes on one port, metrics
+summed over them, a dead one replaced, both stopped on SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+from tests.server.conftest import free_port, log_records, wait_until
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux", reason="each process's own socket (SO_REUSEPORT) is Linux's"
+)
+
+
+class Workers:
+    """A `--workers 2` server on the digits repository, its JSON log in a file."""
+
+    def __init__(self, repository: Path, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "server", "--repository", str(repository)),
+                *("--port", str(self.port), "--workers", "2", "--log-format", "json"),
+            ],
+            cwd=ROOT,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def records(self) -> list[dict[str, Any]]:
+        return log_records(self.log.read_text())
+
+    def ready(self) -> bool:
+        try:  # a new connection each time: any of the processes may answer
+            return httpx.get(f"{self.url}/v2/health/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def workers(self) -> dict[int, int]:
+        """The pid of each worker index, the latest started."""
+        started = [r for r in self.records() if r["msg"].startswith("worker ")]
+        pids = {}
+        for record in started:
+            words = record["msg"].split()
+            if words[2] == "started":
+                pids[int(words[1])] = int(words[-1].rstrip(")"))
+        return pids
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        self.process.kill()
+        for pid in self.workers().values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def metadata_requests(url: str, count: int) -> list[int]:
+    """`count` requests for the model's metadata, each on a connection of its own."""
+    return [httpx.get(f"{url}/v2/models/digits", timeout=30).status_code for _ in range(count)]
+
+
+def test_two_processes_share_the_port_and_report_metrics_summed_over_both(
+    digits_repo: Path, tmp_path: Path
+) -> None:
+    server = Workers(digits_repo, tmp_path / "log")
+    try:
+        wait_until(server.ready, timeout=90)
+        assert metadata_requests(server.url, 40) == [200] * 40
+        metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+        status = server.stop()
+    finally:
+        server.kill()
+    assert status == 0
+    counted = 'snapens_requests_total{method="GET",route="/v2/models/{name}",status="200"} 40.0'
+    assert counted in metrics, metrics
+    records = server.records()
+    answered_by = {r["pid"] for r in records if r["msg"] == "GET /v2/models/digits 200"}
+    assert answered_by == set(server.workers().values())  # both, on their own sockets
+    assert len(answered_by) == 2
+    assert sum(r["msg"] == "stopped" for r in records) == 2
+    assert not [r for r in records if r["level"] == "error"]
+
+
+def test_a_process_that_dies_is_replaced_and_the_server_keeps_answering(
+    digits_repo: Path, tmp_path: Path
+) -> None:
+    server = Workers(digits_repo, tmp_path / "log")
+    try:
+        wait_until(server.ready, timeout=90)
+        killed = server.workers()[1]
+        os.kill(killed, signal.SIGKILL)
+        wait_until(lambda: server.workers()[1] != killed, timeout=30)
+        wait_until(server.ready, timeout=90)
+        assert metadata_requests(server.url, 20) == [200] * 20
+        status = server.stop()
+    finally:
+        server.kill()
+    assert status == 0
+    errors = [r["msg"] for r in server.records() if r["level"] == "error"]
+    assert errors == [f"worker 1 exited (status {-signal.SIGKILL}): starting another"]
+    assert {r["pid"] for r in server.records() if r["msg"] == "stopped"} == set(
+        server.workers().values()
+    )
