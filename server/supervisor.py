@@ -20,6 +20,7 @@ processes (prometheus_client's multiprocess mode, in a temporary folder removed 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import multiprocessing
@@ -42,6 +43,7 @@ log = logging.getLogger("snapens.server")
 
 METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"  # what prometheus_client reads at import
 STARTUP_FAILURE = 3  # uvicorn's exit status for a server that did not start
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 RESTARTS = 5  # processes that may die within RESTART_WINDOW_S before the server gives up
 RESTART_WINDOW_S = 60.0
 
@@ -52,14 +54,27 @@ def worker_main(
     shared: tuple[Any, Any],
     index: int,
     first: bool,
+    supervisor: int,
 ) -> None:
     """One server process (spawned: a fresh interpreter, which imports prometheus_client
     with the metrics folder set)."""
     from server import cli, logs
     from server.board import ProcessBoard
 
+    stop_with(supervisor)
     logs.configure(settings.log_level, settings.log_format)
     sys.exit(cli.serve(settings, sock, ProcessBoard(*shared, index), answer_while_loading=first))
+
+
+def stop_with(supervisor: int) -> None:
+    """On Linux, have the kernel send this process SIGTERM when the supervisor dies (even
+    by SIGKILL), so that no process is left serving the port without it."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def own_sockets() -> bool:
@@ -108,9 +123,18 @@ class Supervisor:
         except OSError as exc:
             log.error("%s:%d: %s", self.settings.host, self.settings.port, exc)
             return STARTUP_FAILURE
+        try:
+            folder = tempfile.mkdtemp(prefix="snapens-metrics-")
+        except OSError as exc:
+            sock.close()
+            log.error(
+                "--workers needs a writable temporary folder (TMPDIR) for the processes' "
+                "metrics: %s",
+                exc,
+            )
+            return STARTUP_FAILURE
         listening(self.settings, sock)
         self._shared = None if own_sockets() else sock
-        folder = tempfile.mkdtemp(prefix="snapens-metrics-")
         os.environ[METRICS_FOLDER] = folder
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -137,7 +161,14 @@ class Supervisor:
         self._loaded[index] = 0
         process = self._context.Process(
             target=worker_main,
-            args=(self.settings, sock, (self._ended, self._loaded), index, not self._processes),
+            args=(
+                self.settings,
+                sock,
+                (self._ended, self._loaded),
+                index,
+                not self._processes,
+                os.getpid(),
+            ),
             name=f"snapens-worker-{index}",
         )
         try:

@@ -4,16 +4,21 @@ summed over them, a dead one replaced, both stopped on SIGTERM."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from server.settings import ServerSettings
+from server.supervisor import Supervisor
 from tests.conftest import ROOT
 from tests.server.conftest import free_port, log_records, wait_until
 
@@ -116,3 +121,50 @@ def test_a_process_that_dies_is_replaced_and_the_server_keeps_answering(
     assert {r["pid"] for r in server.records() if r["msg"] == "stopped"} == set(
         server.workers().values()
     )
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its new parent to reap it counts)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def test_the_processes_stop_when_the_supervisor_is_killed(
+    digits_repo: Path, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the supervisor no time to pass anything on: the kernel tells them."""
+    server = Workers(digits_repo, tmp_path / "log")
+    try:
+        wait_until(server.ready, timeout=90)
+        pids = list(server.workers().values())
+        server.process.kill()
+        server.process.wait(timeout=30)
+        wait_until(lambda: all(gone(pid) for pid in pids), timeout=30)
+    finally:
+        server.kill()
+    assert sum(r["msg"] == "stopped" for r in server.records()) == 2  # each shut down cleanly
+
+
+def test_without_a_writable_temporary_folder_the_server_says_so_and_does_not_start(
+    digits_repo: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where no temporary folder is writable (a read-only root without one), tempfile
+    raises; the port is given back and the reason is one line."""
+
+    def nowhere(**_: Any) -> str:
+        raise FileNotFoundError("No usable temporary directory found in ['/tmp']")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", nowhere)
+    port = free_port()
+    settings = ServerSettings(repository=digits_repo, port=port, workers=2)
+    with caplog.at_level(logging.ERROR, logger="snapens.server"):
+        assert Supervisor(settings).run() == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "--workers needs a writable temporary folder (TMPDIR) for the processes' metrics: "
+        "No usable temporary directory found in ['/tmp']"
+    ]
+    with socket.create_server(("127.0.0.1", port)):  # the port is free again
+        pass
