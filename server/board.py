@@ -1,7 +1,7 @@
 """What the server's processes (`--workers`) know of each other, in shared memory: for
-each process, when its last batch ended (infinity while one runs) and whether its first
-load is done, each written only by that process's event loop (and reset by the
-supervisor when it starts the process again).
+each process, when its last batch ended (infinity while one runs) and whether it takes
+connections before its first load is done, each written only by that process's event
+loop (and set by the supervisor when it starts the process).
 
 With several processes, each one's sessions use its share of the cores, so that under
 load the processes' batches run side by side without their threads competing. A batch
@@ -11,8 +11,9 @@ sessions that use every core: at concurrency 1, or where the connections all wen
 process, the server is as fast as one process. The times are read without a lock: a
 stale read costs at most one batch on the other set of sessions, never a wrong answer.
 
-The server is ready when every process's first load is done: the first process answers
-while it loads (liveness), so until then a client could reach it and get 503.
+The server is ready when no process that takes connections is still loading: a process
+started while no other runs answers while it loads (liveness), so until it is done a
+client could reach it and get 503; the others take connections only once loaded.
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ RECENT_S = 0.05
 
 class ProcessBoard:
     def __init__(
-        self, ended: MutableSequence[float], loaded: MutableSequence[int], index: int
+        self, ended: MutableSequence[float], loading: MutableSequence[int], index: int
     ) -> None:
         self._ended = ended  # per process: when its last batch ended; inf while one runs
-        self._loaded = loaded  # per process: 1 once its first load is done
+        self._loading = loading  # per process: 1 while it answers before its first load
         self._index = index
         self._running = 0  # batches of this process running now (any model)
 
     @classmethod
     def single(cls) -> ProcessBoard:
         """The board of a server of one process."""
-        return cls([-math.inf], [0], 0)
+        return cls([-math.inf], [1], 0)
 
     def idle(self) -> bool:
         """No batch runs in this process, and no other process is serving clients now."""
@@ -57,7 +58,8 @@ class ProcessBoard:
 
     def loaded(self) -> None:
         """This process's first load is done."""
-        self._loaded[self._index] = 1
+        self._loading[self._index] = 0
 
-    def all_loaded(self) -> bool:
-        return all(self._loaded)
+    def none_loading(self) -> bool:
+        """No process takes connections before its first load is done."""
+        return not any(self._loading)

@@ -21,7 +21,7 @@ from server.metrics import Metrics
 from server.runtime import EnsembleRuntime, Float32Array, RuntimeLoadError
 from server.settings import ServerSettings
 from snapens.ensemble import EnsembleResult, combine
-from snapens.manifest import MANIFEST_FILE, InputSpec, ManifestError, utc_now
+from snapens.manifest import MANIFEST_FILE, SNAPSHOT_DIR, InputSpec, ManifestError, utc_now
 
 log = logging.getLogger("snapens.model")
 
@@ -33,6 +33,16 @@ def manifest_stamp(model_dir: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return stat.st_mtime_ns, stat.st_ino
+
+
+def files_stamp(model_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """The snapshot files as they are: what changes when someone repairs a set that failed
+    to load (a file put back) without the manifest being rewritten."""
+    try:
+        entries = sorted(os.scandir(model_dir / SNAPSHOT_DIR), key=lambda e: e.name)
+        return tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries)
+    except OSError:
+        return ()
 
 
 class LoadState(BaseModel):
@@ -72,7 +82,8 @@ class ServedModel:
         self.metrics = metrics
         self._mutual_information = metrics.mutual_information.labels(name)
         self.runtime: EnsembleRuntime | None = None
-        self.stamp: tuple[int, int] | None = None
+        # The manifest's stamp at the last load; after a failed one, the files' too.
+        self.stamp: object = None
         self.last_load = LoadState()
         self._lock = asyncio.Lock()
         self.batcher = DynamicBatcher(
@@ -104,6 +115,7 @@ class ServedModel:
         kept) if it fails its checks."""
         async with self._lock:
             stamp = manifest_stamp(self.model_dir)
+            files = files_stamp(self.model_dir)
             try:
                 runtime = await asyncio.to_thread(
                     EnsembleRuntime.load,
@@ -114,10 +126,12 @@ class ServedModel:
                     self.alone,
                 )
             except (ManifestError, RuntimeLoadError) as exc:
-                return self._failed(stamp, str(exc))
+                return self._failed((stamp, files), str(exc))
             except Exception as exc:  # a case no check names: still one model's failed load
                 log.exception("unexpected error loading %s", self.name)
-                return self._failed(stamp, f"unexpected error: {type(exc).__name__}: {exc}")
+                return self._failed(
+                    (stamp, files), f"unexpected error: {type(exc).__name__}: {exc}"
+                )
             self.runtime, self.stamp = runtime, stamp  # the swap
             self.last_load = LoadState(
                 status="loaded", at=utc_now(), snapshots=[e.cycle for e in runtime.served]
@@ -126,9 +140,12 @@ class ServedModel:
             self.metrics.snapshots.labels(self.name).set(runtime.m)
             return True
 
-    def _failed(self, stamp: tuple[int, int] | None, message: str) -> bool:
-        """Record a failed load; the set serving before, if any, keeps serving."""
-        self.stamp = stamp  # do not retry the same broken manifest on every poll
+    def _failed(self, stamp: object, message: str) -> bool:
+        """Record a failed load; the set serving before, if any, keeps serving. Polling
+        tries again once the manifest or a snapshot file changes, not on every poll: a
+        repaired set loads in every server process, not only in the one a load request
+        reached."""
+        self.stamp = stamp
         error = self._relative(message)
         self.last_load = LoadState(status="failed", at=utc_now(), error=error)
         self.metrics.reloads.labels(self.name, "failed").inc()
@@ -143,6 +160,8 @@ class ServedModel:
         return message
 
     def changed_on_disk(self) -> bool:
+        if self.last_load.status == "failed":
+            return (manifest_stamp(self.model_dir), files_stamp(self.model_dir)) != self.stamp
         return manifest_stamp(self.model_dir) != self.stamp
 
     async def predict(self, x: Float32Array, m: int | None) -> Answer:

@@ -36,11 +36,12 @@ class ModelRepository:
     @property
     def ready(self) -> bool:
         """Ready once the first scan has loaded, and at least one model can answer (with
-        several server processes, once every process's first scan has loaded)."""
+        several server processes, once no process takes connections before its first
+        scan has loaded: server.board)."""
         return (
             self.started
             and any(model.ready for model in self.models.values())
-            and self.board.all_loaded()
+            and self.board.none_loading()
         )
 
     def folders(self) -> dict[str, Path]:
@@ -144,8 +145,11 @@ class ModelRepository:
         """Stop serving `name`: new requests get 404, those already queued their answers."""
         model = self.models.pop(name)
         log.info("model folder %s is gone from the repository: unloaded", name)
-        with contextlib.suppress(KeyError):  # a model that never loaded has no such series
-            self.metrics.snapshots.remove(name)
+        if self.metrics.multiprocess:  # its files keep every series: 0 says it is gone
+            self.metrics.snapshots.labels(name).set(0)
+        else:
+            with contextlib.suppress(KeyError):  # a model that never loaded has no series
+                self.metrics.snapshots.remove(name)
         await model.batcher.close()
 
     def _add(

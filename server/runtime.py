@@ -86,10 +86,17 @@ def intra_op_spinning(settings: RuntimeSettings, models: int = 1, processes: int
 R = TypeVar("R", bound=RuntimeSettings)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def process_share(settings: R, processes: int) -> R:
     """The settings of the sessions of one of `processes` server processes under load:
     its share of the intra-op threads (--intra-op-threads, 0: every core)."""
-    threads = settings.intra_op_threads or len(os.sched_getaffinity(0))
+    threads = settings.intra_op_threads or available_cores()
     return settings.model_copy(update={"intra_op_threads": max(1, threads // processes)})
 
 

@@ -9,13 +9,15 @@ several processes, one process's loop does that work while another's batch runs
 
 On Linux each process listens on a socket of its own on the port (SO_REUSEPORT), and the
 kernel spreads new connections between them; on one shared socket, the process that
-wakes first takes every waiting connection (32 of 32 in a test). The first process takes
-connections at once (liveness answers while it loads); the others only once their first
-load is done, so none answers 503 while another is ready. The supervisor starts another
-process in place of one that dies (its connections are closed with it) and gives up,
-exiting 1, if they keep dying; on SIGTERM or SIGINT it passes SIGTERM on, so each
-finishes what it holds (--graceful-shutdown-s), then exits 0. Metrics are summed over the
-processes (prometheus_client's multiprocess mode, in a temporary folder removed at exit).
+wakes first takes every waiting connection (31 of 31 in a test). A process started while
+no other runs takes connections at once (liveness answers while it loads); the others
+only once their first load is done, so none answers 503 while another is ready. The
+supervisor starts another process in place of one that dies (its connections are closed
+with it) and gives up, exiting 1, if they keep dying (3 if one of the first fails to
+start); on SIGTERM, SIGINT or SIGHUP it passes SIGTERM on, so each finishes what it holds
+(--graceful-shutdown-s), then exits 0. If the supervisor itself is killed, the kernel
+stops the processes (Linux). Metrics are summed over the processes (prometheus_client's
+multiprocess mode, in a temporary folder removed at exit).
 """
 
 from __future__ import annotations
@@ -103,15 +105,16 @@ class Supervisor:
         self.settings = settings
         self._context = multiprocessing.get_context("spawn")
         self._ended = self._context.RawArray("d", [-math.inf] * settings.workers)
-        self._loaded = self._context.RawArray("b", settings.workers)
+        self._loading = self._context.RawArray("b", settings.workers)
         self._processes: dict[int, SpawnProcess] = {}  # by index
+        self._restarted: set[int] = set()  # indexes started again after a death
         self._deaths: deque[float] = deque()
         self._stopping = False
         self._shared: socket.socket | None = None  # the one socket, where not own_sockets()
         self._port = settings.port
 
     def run(self) -> int:
-        """Serve until SIGTERM or SIGINT; the exit status."""
+        """Serve until SIGTERM, SIGINT or SIGHUP; the exit status."""
         from server.cli import listening
 
         try:  # the port checked free, so that no other server's sockets are joined
@@ -136,14 +139,14 @@ class Supervisor:
         listening(self.settings, sock)
         self._shared = None if own_sockets() else sock
         os.environ[METRICS_FOLDER] = folder
-        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        stops = [signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGTERM)]
+        previous = {sig: signal.signal(sig, self._stop) for sig in stops}
         try:
             for index in range(self.settings.workers):
                 self._start(index, sock if index == 0 else None)
-            status = self._watch()
-            self._stop_all()
-            return status
+            return self._watch()
         finally:
+            self._stop_all()  # also those started before a failure to start the next
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             os.environ.pop(METRICS_FOLDER, None)
@@ -157,16 +160,18 @@ class Supervisor:
             sock = self._shared
         elif sock is None:
             sock = bind(self.settings.host, self._port, reuse_port=True)
+        # Alone, it answers while it loads (liveness); else only once loaded.
+        alone = not any(p.is_alive() for i, p in self._processes.items() if i != index)
         self._ended[index] = -math.inf
-        self._loaded[index] = 0
+        self._loading[index] = int(alone)
         process = self._context.Process(
             target=worker_main,
             args=(
                 self.settings,
                 sock,
-                (self._ended, self._loaded),
+                (self._ended, self._loading),
                 index,
-                not self._processes,
+                alone,
                 os.getpid(),
             ),
             name=f"snapens-worker-{index}",
@@ -181,7 +186,8 @@ class Supervisor:
 
     def _watch(self) -> int:
         """Wait for the signal to stop, starting a process in place of one that dies; the
-        exit status: 0, or 1 (3 at start) when processes keep dying."""
+        exit status: 0, or 1 when processes keep dying (3 when one of the first could not
+        start)."""
         while not self._stopping:
             sentinels: dict[int, int] = {p.sentinel: i for i, p in self._processes.items()}
             for sentinel in wait(list(sentinels), timeout=0.5):
@@ -192,7 +198,7 @@ class Supervisor:
                     break
                 status = process.exitcode
                 self._forget(process)
-                if status == STARTUP_FAILURE:
+                if status == STARTUP_FAILURE and index not in self._restarted:
                     log.error("worker %d could not start: stopping the server", index)
                     return STARTUP_FAILURE
                 now = time.monotonic()
@@ -210,6 +216,7 @@ class Supervisor:
                     )
                     return 1
                 log.error("worker %d exited (status %s): starting another", index, status)
+                self._restarted.add(index)
                 try:
                     self._start(index)
                 except OSError as exc:  # the port could not be bound again

@@ -116,11 +116,12 @@ def test_one_of_several_processes_loads_its_share_of_the_cores_and_is_ready_with
 ) -> None:
     """Process 0 of two, given two threads: sessions of one thread under load (whose
     threads stop spinning after a run: the cores are the other process's too) and of two
-    for a batch alone on the machine; ready only once process 1's first load is done."""
+    for a batch alone on the machine; ready only once process 1, which answers before its
+    first load is done, has loaded too."""
     copy_model(synthetic_digits, tmp_path, "digits")
     settings = ServerSettings(repository=tmp_path, workers=2, intra_op_threads=2)
-    loaded = [0, 0]
-    board = ProcessBoard([-math.inf, -math.inf], loaded, 0)
+    loading = [1, 1]  # both answer before their first load is done
+    board = ProcessBoard([-math.inf, -math.inf], loading, 0)
 
     async def scenario() -> tuple[list[tuple[int, str]], list[bool]]:
         repository = ModelRepository(settings, Metrics(), board)
@@ -130,14 +131,14 @@ def test_one_of_several_processes_loads_its_share_of_the_cores_and_is_ready_with
             sessions = [runtime.groups[0].sessions[0], runtime.alone_groups[0].sessions[0]]
             seen = [(s.get_session_options().intra_op_num_threads, stops(s)) for s in sessions]
             readiness = [repository.ready]
-            loaded[1] = 1
+            loading[1] = 0
             return seen, [*readiness, repository.ready]
         finally:
             await repository.close()
 
     seen, readiness = asyncio.run(scenario())
     assert seen == [(1, "1"), (2, "unset")]
-    assert loaded == [1, 1] and readiness == [False, True]
+    assert loading == [0, 0] and readiness == [False, True]
 
 
 def stops(session: ort.InferenceSession) -> str:
@@ -147,3 +148,37 @@ def stops(session: ort.InferenceSession) -> str:
         return str(options.get_session_config_entry("session.force_spinning_stop"))
     except Exception:  # onnxruntime raises where the entry is not set
         return "unset"
+
+
+def test_a_set_that_failed_to_load_loads_at_the_next_poll_once_its_files_are_repaired(
+    synthetic_digits: Path, tmp_path: Path
+) -> None:
+    """A snapshot file missing, then put back without the manifest being rewritten (as an
+    operator would): polling loads it. Before, only a load request did, and with several
+    server processes it reaches one of them."""
+    folder = copy_model(synthetic_digits, tmp_path, "digits") / "digits"
+    snapshot = sorted((folder / "snapshots").iterdir())[-1]
+    aside = tmp_path / snapshot.name
+    snapshot.rename(aside)
+    settings = ServerSettings(repository=tmp_path, poll_interval_s=0)
+
+    metrics = Metrics()
+
+    def failed_loads() -> float:
+        labels = {"model": "digits", "outcome": "failed"}
+        return metrics.registry.get_sample_value("snapens_reloads_total", labels) or 0.0
+
+    async def scenario() -> list[tuple[bool, float]]:
+        repository = ModelRepository(settings, metrics)
+        await repository.start()
+        try:
+            seen = [(repository.ready, failed_loads())]
+            await repository.refresh()  # nothing changed: no new attempt
+            seen.append((repository.ready, failed_loads()))
+            aside.rename(snapshot)
+            await repository.refresh()
+            return [*seen, (repository.ready, failed_loads())]
+        finally:
+            await repository.close()
+
+    assert asyncio.run(scenario()) == [(False, 1.0), (False, 1.0), (True, 1.0)]
