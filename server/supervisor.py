@@ -176,9 +176,15 @@ class Supervisor:
             ),
             name=f"snapens-worker-{index}",
         )
+        # Ctrl-C in a terminal reaches every process of the group. A process starts with
+        # SIGINT ignored (an ignored signal stays ignored across exec) until uvicorn takes
+        # it over, so that one arriving while it imports stops it through the supervisor's
+        # SIGTERM instead of a KeyboardInterrupt traceback.
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             process.start()
         finally:
+            signal.signal(signal.SIGINT, handler)
             if sock is not self._shared:  # the process holds it: it closes with the process
                 sock.close()
         self._processes[index] = process
