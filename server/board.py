@@ -24,6 +24,9 @@ from collections.abc import MutableSequence
 
 # A process whose last batch ended this recently is between two batches of its clients.
 RECENT_S = 0.05
+# A process's first load: done; under way while it takes connections (one started while
+# no other took any: it answers liveness); under way while it takes none yet.
+LOADED, LOADING_SEEN, LOADING_UNSEEN = 0, 1, -1
 
 
 class ProcessBoard:
@@ -31,14 +34,14 @@ class ProcessBoard:
         self, ended: MutableSequence[float], loading: MutableSequence[int], index: int
     ) -> None:
         self._ended = ended  # per process: when its last batch ended; inf while one runs
-        self._loading = loading  # per process: 1 while it answers before its first load
+        self._loading = loading  # per process: LOADED, LOADING_SEEN or LOADING_UNSEEN
         self._index = index
         self._running = 0  # batches of this process running now (any model)
 
     @classmethod
     def single(cls) -> ProcessBoard:
         """The board of a server of one process."""
-        return cls([-math.inf], [1], 0)
+        return cls([-math.inf], [LOADING_SEEN], 0)
 
     def idle(self) -> bool:
         """No batch runs in this process, and no other process is serving clients now."""
@@ -58,8 +61,8 @@ class ProcessBoard:
 
     def loaded(self) -> None:
         """This process's first load is done."""
-        self._loading[self._index] = 0
+        self._loading[self._index] = LOADED
 
     def none_loading(self) -> bool:
         """No process takes connections before its first load is done."""
-        return not any(self._loading)
+        return LOADING_SEEN not in self._loading

@@ -108,7 +108,7 @@ class ModelRepository:
                     model = self._add(name, folder, settings)
                     await model.load()
                 elif model.changed_on_disk():
-                    log.info("manifest of %s changed: loading the new snapshot set", name)
+                    log.info("%s changed on disk: loading its snapshot set", name)
                     await model.load()
             except Exception:  # one folder's fault must not keep the others from loading
                 log.exception("refreshing model %s failed", name)

@@ -39,6 +39,7 @@ from multiprocessing.context import SpawnProcess
 from types import FrameType
 from typing import Any
 
+from server.board import LOADING_SEEN, LOADING_UNSEEN
 from server.settings import ServerSettings
 
 log = logging.getLogger("snapens.server")
@@ -46,6 +47,8 @@ log = logging.getLogger("snapens.server")
 METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"  # what prometheus_client reads at import
 STARTUP_FAILURE = 3  # uvicorn's exit status for a server that did not start
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+# What a terminal sends the whole process group, which the supervisor passes on as SIGTERM.
+PASSED_ON = {signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGINT)}
 RESTARTS = 5  # processes that may die within RESTART_WINDOW_S before the server gives up
 RESTART_WINDOW_S = 60.0
 
@@ -63,6 +66,13 @@ def worker_main(
     from server import cli, logs
     from server.board import ProcessBoard
 
+    # Started with SIGINT and SIGHUP blocked (see Supervisor._start): a Ctrl-C or hangup
+    # that reached the whole group while this process was being set up was also the
+    # supervisor's, which passes it on as SIGTERM. Both are ignored from here on, until
+    # uvicorn takes SIGINT over; SIGHUP stays the supervisor's.
+    for sig in PASSED_ON:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PASSED_ON)
     stop_with(supervisor)
     logs.configure(settings.log_level, settings.log_format)
     sys.exit(cli.serve(settings, sock, ProcessBoard(*shared, index), answer_while_loading=first))
@@ -160,10 +170,15 @@ class Supervisor:
             sock = self._shared
         elif sock is None:
             sock = bind(self.settings.host, self._port, reuse_port=True)
-        # Alone, it answers while it loads (liveness); else only once loaded.
-        alone = not any(p.is_alive() for i, p in self._processes.items() if i != index)
+        # Where no other process takes connections, it answers while it loads
+        # (liveness); else only once loaded.
+        alone = not any(
+            p.is_alive() and self._loading[i] != LOADING_UNSEEN
+            for i, p in self._processes.items()
+            if i != index
+        )
         self._ended[index] = -math.inf
-        self._loading[index] = int(alone)
+        self._loading[index] = LOADING_SEEN if alone else LOADING_UNSEEN
         process = self._context.Process(
             target=worker_main,
             args=(
@@ -176,15 +191,16 @@ class Supervisor:
             ),
             name=f"snapens-worker-{index}",
         )
-        # Ctrl-C in a terminal reaches every process of the group. A process starts with
-        # SIGINT ignored (an ignored signal stays ignored across exec) until uvicorn takes
-        # it over, so that one arriving while it imports stops it through the supervisor's
-        # SIGTERM instead of a KeyboardInterrupt traceback.
-        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Ctrl-C or a hangup in a terminal reaches every process of the group. Blocked
+        # here while the process starts (a blocked signal stays blocked across exec), one
+        # that arrives meanwhile waits for the supervisor, which passes it on as SIGTERM;
+        # the process drops its own copy (worker_main), so it stops through that SIGTERM,
+        # gracefully, instead of a KeyboardInterrupt traceback mid-import.
+        signal.pthread_sigmask(signal.SIG_BLOCK, PASSED_ON)
         try:
             process.start()
         finally:
-            signal.signal(signal.SIGINT, handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, PASSED_ON)
             if sock is not self._shared:  # the process holds it: it closes with the process
                 sock.close()
         self._processes[index] = process
@@ -213,8 +229,7 @@ class Supervisor:
                     self._deaths.popleft()
                 if len(self._deaths) > RESTARTS:
                     log.error(
-                        "worker %d exited (status %s), the %d-th within %.0f s: stopping the "
-                        "server",
+                        "worker %d exited (status %s), %d exits within %.0f s: stopping the server",
                         index,
                         status,
                         len(self._deaths),

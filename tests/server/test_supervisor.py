@@ -44,6 +44,7 @@ class Workers:
             env={**os.environ, "TMPDIR": str(log.parent)},  # its metrics folder
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own, as a terminal's
         )
 
     def records(self) -> list[dict[str, Any]]:
@@ -71,8 +72,13 @@ class Workers:
                 pids[int(words[1])] = int(words[-1].rstrip(")"))
         return pids
 
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
+    def stop(self, signum: int = signal.SIGTERM, group: bool = False) -> int:
+        """signum to the supervisor, or with `group` to every process of the server (what
+        a terminal's Ctrl-C or hangup does); the exit status."""
+        if group:
+            os.killpg(self.process.pid, signum)
+        else:
+            self.process.send_signal(signum)
         return self.process.wait(timeout=60)
 
     def kill(self) -> None:
@@ -113,7 +119,8 @@ def test_a_process_that_dies_is_replaced_and_the_server_keeps_answering(
     digits_repo: Path, tmp_path: Path
 ) -> None:
     """The server stays ready while the new process loads (it takes no connection before
-    its load is done); SIGHUP (a closed terminal) stops it as SIGTERM does."""
+    its load is done); a hangup of its terminal (SIGHUP to every process) stops it as
+    SIGTERM does: each process finishes and logs that it stopped."""
     server = Workers(digits_repo, tmp_path / "log")
     readiness = []
     try:
@@ -129,16 +136,15 @@ def test_a_process_that_dies_is_replaced_and_the_server_keeps_answering(
 
         wait_until(new_one_loaded, timeout=90)
         assert metadata_requests(server.url, 20) == [200] * 20
-        status = server.stop(signal.SIGHUP)
+        status = server.stop(signal.SIGHUP, group=True)
     finally:
         server.kill()
     assert status == 0
     assert readiness and all(readiness)
+    stopped = {r["pid"] for r in server.records() if r["msg"] == "stopped"}
+    assert stopped == set(server.workers().values())
     errors = [r["msg"] for r in server.records() if r["level"] == "error"]
     assert errors == [f"worker 1 exited (status {-signal.SIGKILL}): starting another"]
-    assert {r["pid"] for r in server.records() if r["msg"] == "stopped"} == set(
-        server.workers().values()
-    )
 
 
 def gone(pid: int) -> bool:
