@@ -12,8 +12,9 @@ process, the server is as fast as one process. The times are read without a lock
 stale read costs at most one batch on the other set of sessions, never a wrong answer.
 
 The server is ready when no process that takes connections is still loading: a process
-started while no other runs answers while it loads (liveness), so until it is done a
-client could reach it and get 503; the others take connections only once loaded.
+started while no other takes connections answers while it loads (liveness), so until it
+is done a client could reach it and get 503; the others take connections only once
+loaded.
 """
 
 from __future__ import annotations

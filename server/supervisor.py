@@ -10,7 +10,7 @@ several processes, one process's loop does that work while another's batch runs
 On Linux each process listens on a socket of its own on the port (SO_REUSEPORT), and the
 kernel spreads new connections between them; on one shared socket, the process that
 wakes first takes every waiting connection (31 of 31 in a test). A process started while
-no other runs takes connections at once (liveness answers while it loads); the others
+no other takes connections takes them at once (liveness answers while it loads); the others
 only once their first load is done, so none answers 503 while another is ready. The
 supervisor starts another process in place of one that dies (its connections are closed
 with it) and gives up, exiting 1, if they keep dying (3 if one of the first fails to
