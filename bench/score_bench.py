@@ -27,11 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import snapens  # noqa: E402, F401  (before onnxruntime: its telemetry off, as in the server)
+
+# isort: split
+import onnxruntime as ort  # noqa: E402
 from score_memory import run_measured  # noqa: E402
 from serve_load import BENCH_MODEL, BENCH_REPO, CIFAR_ZIP, ensure_model  # noqa: E402
 

@@ -38,11 +38,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import snapens  # noqa: E402, F401  (before onnxruntime: its telemetry off, as in the server)
+
+# isort: split
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 from server.fusion import fuse  # noqa: E402
 from server.providers import choose_providers  # noqa: E402

@@ -1,9 +1,9 @@
-"""The torch-free inference side: the model repository contract, the ensemble
-arithmetic and (later) the runtime, HTTP app and batch scorer.
+"""The torch-free inference side: the model repository, the onnxruntime runtime, the HTTP
+server and the batch scorer, on the contract in `snapens`.
 
 Nothing in this package imports torch or `trainer`, so a serving image carries no torch.
-The trainer imports the contract modules (`manifest`, `ensemble`, `atomic`) from here
-so that there is one definition of each.
 """
+
+import snapens  # noqa: F401  (first: it turns onnxruntime's telemetry off before its import)
 
 __version__ = "0.1.0"

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import snapens  # noqa: F401  (before any test module imports onnxruntime: its telemetry off)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CIFAR_ZIP = SHARED / "data" / "cifar10" / "train.zip"

@@ -19,13 +19,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# snapens first: importing it turns onnxruntime's telemetry off, as in this project's server
 from snapens.ensemble import DISAGREEMENT_FIGURES, EnsembleResult, combine  # noqa: E402
+
+# isort: split
+import onnxruntime as ort  # noqa: E402
 
 HOST = "127.0.0.1"  # every peer listens on loopback only
 MODEL_NAME = "ensemble"  # the name a peer serves the graph under, where it takes one
