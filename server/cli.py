@@ -121,5 +121,6 @@ def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
         "http": guarded_http(settings),
         "log_config": None,
         "access_log": False,
+        "server_header": False,  # no "server: uvicorn": answers do not name the software
         "timeout_graceful_shutdown": settings.graceful_shutdown_s,  # a float works: asyncio.timeout
     }

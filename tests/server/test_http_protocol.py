@@ -100,6 +100,18 @@ def test_a_head_over_the_limit_gets_431_and_the_connection_closes(
     _still_serving(guarded)
 
 
+def test_no_answer_names_the_server_software(guarded: LiveServer) -> None:
+    """Neither a routed answer, a 404 nor the protocol's own 431 says `server: uvicorn`."""
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"a" * 100) for i in range(60))
+    requests = (HEALTH, b"GET /nowhere HTTP/1.1\r\nHost: test\r\n\r\n", HEALTH[:-2] + filler)
+    for request, expected in zip(requests, (200, 404, 431), strict=True):
+        with _connect(guarded) as sock:
+            sock.sendall(request + b"\r\n" * (expected == 431))
+            status, headers, _ = _response(sock)
+            assert status == expected
+            assert "server" not in headers
+
+
 def test_a_slow_head_within_the_timeout_and_an_idle_kept_alive_connection_are_served(
     guarded: LiveServer,
 ) -> None:
