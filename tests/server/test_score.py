@@ -365,7 +365,7 @@ def test_the_ray_engine_gives_the_local_engines_rows(
             text=True,
             timeout=600,
             check=False,
-            env={**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "OMP_NUM_THREADS": "1"},
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"},
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert pq.read_table(distributed).equals(pq.read_table(local))
