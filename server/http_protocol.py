@@ -189,14 +189,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._send_refusal(status, message)
 
     def _send_refusal(self, status: HTTPStatus, message: str) -> None:
+        """The refusal with the headers uvicorn gives every answer: `date`, which RFC 9110
+        asks of a 4xx from a server with a clock."""
         body = ErrorResponse(error=message).model_dump_json().encode()
-        head = (
-            f"HTTP/1.1 {status.value} {status.phrase}\r\n"
-            "content-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n"
-            "connection: close\r\n\r\n"
+        head = [f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("latin-1")]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(
+            b"content-type: application/json\r\n"
+            b"content-length: %d\r\n"
+            b"connection: close\r\n\r\n" % len(body)
         )
-        self.transport.write(head.encode("latin-1") + body)
+        self.transport.write(b"".join(head) + body)
         self.transport.close()
 
 

@@ -68,7 +68,7 @@ def test_a_head_that_does_not_complete_in_time_gets_408_and_the_connection_close
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n")  # no blank line
         started = time.monotonic()
         status, headers, body = _response(sock)
-        assert status == 408 and headers["connection"] == "close"
+        assert status == 408 and headers["connection"] == "close" and "date" in headers
         assert json.loads(body) == {
             "error": "the request line and headers did not arrive within 0.5 s (--header-timeout-s)"
         }
@@ -100,8 +100,11 @@ def test_a_head_over_the_limit_gets_431_and_the_connection_closes(
     _still_serving(guarded)
 
 
-def test_no_answer_names_the_server_software(guarded: LiveServer) -> None:
-    """Neither a routed answer, a 404 nor the protocol's own 431 says `server: uvicorn`."""
+def test_no_answer_names_the_server_software_and_every_answer_is_dated(
+    guarded: LiveServer,
+) -> None:
+    """Neither a routed answer, a 404 nor the protocol's own 431 says `server: uvicorn`;
+    each carries a `date`."""
     filler = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"a" * 100) for i in range(60))
     requests = (HEALTH, b"GET /nowhere HTTP/1.1\r\nHost: test\r\n\r\n", HEALTH[:-2] + filler)
     for request, expected in zip(requests, (200, 404, 431), strict=True):
@@ -110,6 +113,7 @@ def test_no_answer_names_the_server_software(guarded: LiveServer) -> None:
             status, headers, _ = _response(sock)
             assert status == expected
             assert "server" not in headers
+            assert "date" in headers  # RFC 9110: a 4xx from a server with a clock carries one
 
 
 def test_a_slow_head_within_the_timeout_and_an_idle_kept_alive_connection_are_served(
