@@ -16,7 +16,9 @@ it the first time), with v2 binary single-image requests over loopback:
 - raw in-process onnxruntime at the same batch size, with the server's default options.
 At concurrency 32, 8 and 1. Servers not being measured are paused (SIGSTOP to every
 process of the server). Interleaved rounds; prints the medians of images/s and p50
-latency.
+latency, then what each server holds in memory after the rounds (on Linux), summed over
+its processes: resident set size, and proportional set size, which splits each shared
+page between the processes that map it (the other server's too: both are up).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from serve_load import (
     summarize,
     v2_request,
 )
-from serve_peers import stop
+from serve_peers import session_processes, stop
 
 ONE = "one process (--workers 1)"
 RAW = "raw onnxruntime, in-process"
@@ -70,6 +72,22 @@ def pause(process: subprocess.Popen[bytes], signum: int) -> None:
     """signum to every process of a server (it leads its own process group)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signum)
+
+
+def memory_mb(leader: int) -> tuple[float, float, int] | None:
+    """(RSS, PSS) in MB summed over the processes of the server `leader` started, and
+    their number; None off Linux (no /proc/PID/smaps_rollup)."""
+    rss = pss = 0.0
+    pids = session_processes(leader)
+    for pid in pids:
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            return None
+        fields = {k: v.split() for k, _, v in (line.partition(":") for line in rollup.splitlines())}
+        rss += int(fields["Rss"][0]) / 1024
+        pss += int(fields["Pss"][0]) / 1024
+    return rss, pss, len(pids)
 
 
 def main() -> None:
@@ -102,6 +120,7 @@ def main() -> None:
                 figures = raw(folder, concurrency, opts.seconds)
                 samples.setdefault((RAW, concurrency), []).append(figures)
                 print(f"{RAW:32s} c={concurrency:<3d} {figures.row()}", flush=True)
+        memory = {name: memory_mb(process.pid) for name, (process, _) in servers.items()}
     finally:
         for process, _ in servers.values():
             pause(process, signal.SIGCONT)
@@ -120,6 +139,14 @@ def main() -> None:
                 f"| {name} | {concurrency} | {rate:.1f} | {p50:.2f} | {rate / limit:.2f} "
                 f"| {p50 - raw_p50:+.2f} |"
             )
+    print("\nmemory after the rounds, summed over each server's processes")
+    for name, held in memory.items():
+        if held is None:
+            print(f"- {name}: not measured (no /proc/PID/smaps_rollup here)")
+        else:
+            rss, pss, count = held
+            processes = f"{count} process{'es' if count > 1 else ''}"
+            print(f"- {name}: RSS {rss:.0f} MB, PSS {pss:.0f} MB ({processes})")
 
 
 if __name__ == "__main__":
