@@ -40,7 +40,8 @@ def test_methods_can_be_chosen_by_name_in_order() -> None:
 
     found = methods(PRESETS["cpu-small"], "cpu-small")
     chosen = selected(found, "fge_s1,cosine,step*")
-    assert [m.key for m in chosen] == ["fge_s1", "cosine", "step", "step_s1", "step_s2"]
+    steps = ["step", *(f"step_s{seed}" for seed in PRESETS["cpu-small"].seeds[1:])]
+    assert [m.key for m in chosen] == ["fge_s1", "cosine", *steps]
     assert selected(found, None) == found
     with pytest.raises(SystemExit, match="no method 'sgdr'"):
         selected(found, "sgdr")
@@ -66,3 +67,34 @@ def test_a_finished_result_is_evaluated_again_only_where_its_model_folders_are_h
     (tmp_path / "fge-swa").mkdir()
     (tmp_path / "fge-swa" / "manifest.json").write_text("{}")
     assert finished_result(fge, target) == {"runs": runs}
+
+
+def test_the_served_ensemble_is_seed_0_of_the_best_method_whatever_else_is_here(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    synthetic_digits: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    from experiments import cifar10
+    from snapens.manifest import read_manifest
+
+    work, served = tmp_path / "work", tmp_path / "models"
+    monkeypatch.setattr(cifar10, "ROOT", tmp_path)
+    monkeypatch.setattr(cifar10, "WORK", work)
+    monkeypatch.setattr(cifar10, "SERVED_REPOSITORY", served)
+    served.mkdir()
+    shutil.copytree(synthetic_digits, work / "cpu-small" / "snapshot_a0.2_s3")
+
+    cifar10.install_served("cpu-small", "snapshot_a0.2")  # only another seed is here
+    assert "snapshot_a0.2 (seed 0) is not here" in capsys.readouterr().out
+    assert list(served.iterdir()) == []
+
+    shutil.copytree(synthetic_digits, work / "cpu-small" / "snapshot_a0.2")
+    (work / "cpu-small" / "snapshot_a0.2" / "checkpoint").mkdir(exist_ok=True)
+    cifar10.install_served("cpu-small", "snapshot_a0.2")
+    assert [p.name for p in served.iterdir()] == ["cifar10"]
+    assert read_manifest(served / "cifar10").name == "cifar10"
+    assert not (served / "cifar10" / "checkpoint").exists()
+    assert "snapshot_a0.2 of the cpu-small preset is now models/cifar10" in capsys.readouterr().out
