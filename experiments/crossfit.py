@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from snapens.calibration import choose_served_size, last_m_temperatures, member_probabilities
+from snapens.calibration import (
+    choose_served_size,
+    ensemble_nll,
+    fit_temperature,
+    last_m_temperatures,
+    member_probabilities,
+)
 from snapens.ensemble import combine, error_rate, negative_log_likelihood
 from snapens.evaluation import auroc, brier_score, expected_calibration_error
 
@@ -31,24 +37,43 @@ def halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
 
 
+def pooled_logits(member_logits: np.ndarray) -> np.ndarray:
+    """[1, N, K] log of the members' mean softmax at temperature 1: the ensemble as one
+    model, for a temperature applied after the averaging."""
+    return logits_of(member_probabilities(member_logits).mean(axis=0))[None]
+
+
 def cross_fitted(
-    member_logits: np.ndarray, targets: np.ndarray, single: bool = False
+    member_logits: np.ndarray, targets: np.ndarray, single: bool = False, pooled: bool = False
 ) -> dict[str, Any]:
     """The served answer of these members, temperature-scaled, cross-fitted over two
     halves: its figures on all of `targets`, and what each half chose. `single`: serve
-    the last member alone (m = 1) rather than by the rule."""
+    the last member alone (m = 1) rather than by the rule. `pooled`: the temperature
+    divides the log of the members' mean probabilities (pool, then calibrate; Rahaman &
+    Thiery 2021) instead of each member's logits (calibrate, then pool: what is served)."""
     n = len(targets)
     k = member_logits.shape[-1]
     probabilities = np.zeros((n, k))
     mutual = np.zeros(n)
     chosen = []
     first, second = halves(n)
+    sizes = range(1, len(member_logits) + 1)
+    candidates = [pooled_logits(member_logits[-m:]) for m in sizes] if pooled else []
     for fit, test in ((first, second), (second, first)):
-        temperatures, nll = last_m_temperatures(member_logits[:, fit], targets[fit])
+        if pooled:
+            temperatures = [fit_temperature(c[:, fit], targets[fit]) for c in candidates]
+            nll = [
+                ensemble_nll(c[:, fit], targets[fit], t)
+                for c, t in zip(candidates, temperatures, strict=True)
+            ]
+        else:
+            temperatures, nll = last_m_temperatures(member_logits[:, fit], targets[fit])
         m = 1 if single else choose_served_size(nll).m
-        members = member_probabilities(member_logits[-m:, test], temperatures[m - 1])
+        scaled = candidates[m - 1] if pooled else member_logits[-m:]
+        members = member_probabilities(scaled[:, test], temperatures[m - 1])
+        trained = member_probabilities(member_logits[-m:, test])
         # As served: the disagreement figures from the members as trained (temperature 1).
-        result = combine(members, trained=member_probabilities(member_logits[-m:, test]))
+        result = combine(trained, mean=members.mean(axis=0), trained=trained)
         probabilities[test] = result.probabilities
         mutual[test] = result.mutual_information
         chosen.append({"m": m, "temperature": temperatures[m - 1]})

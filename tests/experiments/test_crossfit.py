@@ -57,3 +57,28 @@ def test_the_served_mutual_information_is_that_of_the_members_as_trained() -> No
     trained = combine(softmax(logits[-m:]))
     wrong = served["probabilities"].argmax(axis=-1) != targets
     assert served["auroc_mutual_information"] == auroc(trained.mutual_information, wrong)
+
+
+def test_pooled_calibration_scales_the_mean_and_keeps_its_labels_and_disagreement() -> None:
+    """Pool, then calibrate: the answer is softmax(log(mean of the members' softmax) / T),
+    so its labels are those of the ensemble at temperature 1; one member is the same
+    under either rule; the disagreement still comes from the members as trained."""
+    from experiments.crossfit import pooled_logits
+
+    logits, targets = _members(2)
+    pooled = cross_fitted(logits, targets, pooled=True)
+    calibrated = cross_fitted(logits, targets)
+    (m,) = {f["m"] for f in pooled["folds"]}
+    raw = softmax(logits[-m:]).mean(axis=0)
+    assert (pooled["probabilities"].argmax(axis=-1) == raw.argmax(axis=-1)).all()
+    (first, second), folds = halves(2000), pooled["folds"]
+    for test, fold in ((second, folds[0]), (first, folds[1])):
+        expected = softmax(pooled_logits(logits[-m:])[0, test] / fold["temperature"])
+        np.testing.assert_allclose(pooled["probabilities"][test], expected, atol=1e-12)
+    assert pooled["folds"] != calibrated["folds"]  # a different temperature is fitted
+    wrong = pooled["probabilities"].argmax(axis=-1) != targets
+    trained = combine(softmax(logits[-m:]))
+    assert pooled["auroc_mutual_information"] == auroc(trained.mutual_information, wrong)
+    one_pooled = cross_fitted(logits[-1:], targets, pooled=True)
+    one = cross_fitted(logits[-1:], targets)
+    np.testing.assert_allclose(one_pooled["probabilities"], one["probabilities"], atol=1e-9)
