@@ -13,13 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from snapens.calibration import (
-    choose_served_size,
-    ensemble_nll,
-    fit_temperature,
-    last_m_temperatures,
-    member_probabilities,
-)
+from snapens.calibration import candidate_temperatures, choose_served_size, member_probabilities
 from snapens.ensemble import combine, error_rate, negative_log_likelihood
 from snapens.evaluation import auroc, brier_score, expected_calibration_error
 
@@ -57,20 +51,13 @@ def cross_fitted(
     mutual = np.zeros(n)
     chosen = []
     first, second = halves(n)
-    sizes = range(1, len(member_logits) + 1)
-    candidates = [pooled_logits(member_logits[-m:]) for m in sizes] if pooled else []
+    # What the temperature divides, for each last-m ensemble (m = 1..M).
+    last_m = [member_logits[-m:] for m in range(1, len(member_logits) + 1)]
+    candidates = [pooled_logits(c) for c in last_m] if pooled else last_m
     for fit, test in ((first, second), (second, first)):
-        if pooled:
-            temperatures = [fit_temperature(c[:, fit], targets[fit]) for c in candidates]
-            nll = [
-                ensemble_nll(c[:, fit], targets[fit], t)
-                for c, t in zip(candidates, temperatures, strict=True)
-            ]
-        else:
-            temperatures, nll = last_m_temperatures(member_logits[:, fit], targets[fit])
+        temperatures, nll = candidate_temperatures([c[:, fit] for c in candidates], targets[fit])
         m = 1 if single else choose_served_size(nll).m
-        scaled = candidates[m - 1] if pooled else member_logits[-m:]
-        members = member_probabilities(scaled[:, test], temperatures[m - 1])
+        members = member_probabilities(candidates[m - 1][:, test], temperatures[m - 1])
         trained = member_probabilities(member_logits[-m:, test])
         # As served: the disagreement figures from the members as trained (temperature 1).
         result = combine(trained, mean=members.mean(axis=0), trained=trained)

@@ -61,10 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         folders = [ROOT / run["folder"] for run in result["runs"]]
         if not all((f / "manifest.json").is_file() for f in folders):
             continue
-        rows[path.stem] = compare(folders, method.members_from, x, y)
-        row = rows[path.stem]
+        row = rows[method.key] = compare(folders, method.members_from, x, y)
         print(
-            f"{path.stem}: ECE single {100 * row['single']['ece']:.2f}%, ensemble as served "
+            f"{method.key}: ECE single {100 * row['single']['ece']:.2f}%, ensemble as served "
             f"{100 * row['members']['ece']:.2f}%, pooled {100 * row['pooled']['ece']:.2f}%; "
             f"NLL {row['single']['nll']:.4f} / {row['members']['nll']:.4f} / "
             f"{row['pooled']['nll']:.4f}",

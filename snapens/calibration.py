@@ -62,18 +62,26 @@ def fit_temperature(member_logits: FloatArray, targets: IntArray) -> float:
     return 1.0 if loss(0.0) <= loss(best) else math.exp(best)
 
 
+def candidate_temperatures(
+    candidates: list[FloatArray], targets: IntArray, fit: bool = True
+) -> tuple[list[float], list[float]]:
+    """For each candidate ensemble (member logits [m, N, K]): its temperature (fitted, or
+    1 when fit=False) and its NLL at that temperature."""
+    temperatures, nll = [], []
+    for logits in candidates:
+        t = fit_temperature(logits, targets) if fit else 1.0
+        temperatures.append(t)
+        nll.append(ensemble_nll(logits, targets, t))
+    return temperatures, nll
+
+
 def last_m_temperatures(
     member_logits: FloatArray, targets: IntArray, fit: bool = True
 ) -> tuple[list[float], list[float]]:
     """For m = 1..M: the temperature of the last-m ensemble (fitted, or 1 when fit=False)
     and its NLL at that temperature."""
-    temperatures, nll = [], []
-    for m in range(1, len(member_logits) + 1):
-        logits = member_logits[-m:]
-        t = fit_temperature(logits, targets) if fit else 1.0
-        temperatures.append(t)
-        nll.append(ensemble_nll(logits, targets, t))
-    return temperatures, nll
+    last_m = [member_logits[-m:] for m in range(1, len(member_logits) + 1)]
+    return candidate_temperatures(last_m, targets, fit)
 
 
 @dataclass(frozen=True)
